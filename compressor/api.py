@@ -1,0 +1,186 @@
+"""run(RunConfig) -> RunResult: the one orchestration loop.
+
+load -> (profile stages) -> export -> parity -> benchmark -> report, all inside a temporary release
+folder that is renamed into `OUT/<target>/` only when everything finished. The manifest is
+rewritten after every step, so the work folder always shows how far a run got.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from compressor.checkpoint import LoadedModel, load_checkpoint, sha256_file
+from compressor.config import ResolvedConfig, resolve
+from compressor.context import RunContext
+from compressor.errors import CheckpointError, ParityError, first_line
+from compressor.evaluate.parity import check_parity
+from compressor.manifest import MANIFEST_FILE, Manifest, ReleaseFolder, library_versions
+from compressor.report.markdown import REPORT_FILE, write_report
+from compressor.runtimes import get_runtime
+from compressor.summary import summarize
+
+# Seed offsets keep the latents of each use apart (parity never sees the benchmark's inputs, etc.).
+PARITY_SEED_OFFSET = 1_000
+BENCHMARK_SEED_OFFSET = 2_000
+PIPELINE_TAIL = ("export", "parity", "benchmark", "report")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What the user asked for; `resolve()` turns its names and overrides into a ResolvedConfig."""
+
+    checkpoint: Path
+    target: str = "cpu"
+    profile: str | None = None
+    sets: tuple[str, ...] = ()
+    out: Path = Path("release")
+    seed: int = 0
+    arch: str | None = None
+    card: Path | None = None
+    trust_pickle: bool = False
+
+
+@dataclass
+class RunResult:
+    release_dir: Path
+    manifest: dict[str, Any]
+    report: Path
+
+
+@dataclass
+class _Steps:
+    """Calls the optional progress callback around each step and records its duration."""
+
+    on_step: Callable[[str, str], None] | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def run(self, name: str, fn: Callable[[], Any]) -> Any:
+        if self.on_step:
+            self.on_step(name, "start")
+        start = time.perf_counter()
+        value = fn()
+        self.seconds[name] = time.perf_counter() - start
+        if self.on_step:
+            self.on_step(name, "done")
+        return value
+
+
+def plan(config: RunConfig) -> dict[str, Any]:
+    """The resolved configuration and the ordered steps a run would take (what --dry-run prints)."""
+    resolved = _resolve(config)
+    return {
+        "checkpoint": str(config.checkpoint),
+        "release_dir": str(Path(config.out) / resolved.target.name),
+        "config_sha256": resolved.sha256(),
+        "config": resolved.model_dump(mode="json"),
+        "steps": ["load", *(stage.kind for stage in resolved.profile.stages), *PIPELINE_TAIL],
+    }
+
+
+def run(config: RunConfig, on_step: Callable[[str, str], None] | None = None) -> RunResult:
+    """Compress, export, check and time the model; write the release atomically to OUT/<target-name>/."""
+    resolved = _resolve(config)
+    runtime = get_runtime(resolved.target.runtime)  # fail before any work if the runtime is missing
+    steps = _Steps(on_step)
+    loaded = steps.run("load", lambda: _load(config))
+    with ReleaseFolder(config.out, resolved.target.name) as work:
+        manifest = Manifest(work / MANIFEST_FILE, _header(config, resolved, loaded))
+        manifest.add_stage("load", steps.seconds["load"], metrics={"format": loaded.format})
+        ctx = RunContext.create(loaded.model, loaded.card, resolved, work)
+        model = loaded.model
+        for stage in resolved.profile.stages:
+            result = steps.run(stage.kind, lambda: stage.run(model, ctx))
+            model = result.model
+            manifest.add_stage(
+                stage.kind, steps.seconds[stage.kind], config=stage.model_dump(mode="json"),
+                state=result.state, metrics=result.metrics, artifacts=_describe(result.artifacts, work),
+            )
+        artifact = steps.run("export", lambda: runtime.export(model, loaded.card, resolved.target, work))
+        record = {"file": artifact.name, "runtime": resolved.target.runtime, "precision": "fp32", **_file_facts(artifact)}
+        manifest.data["artifacts"] = {artifact.name: record}
+        manifest.add_stage("export", steps.seconds["export"], artifacts={artifact.name: _file_facts(artifact)})
+        record["parity"] = steps.run("parity", lambda: _parity(runtime, artifact, ctx))
+        manifest.add_stage("parity", steps.seconds["parity"], metrics=record["parity"])
+        if not record["parity"]["ok"]:
+            raise ParityError(_parity_message(artifact, record["parity"]))
+        record["latency"] = steps.run(
+            "benchmark", lambda: runtime.benchmark(artifact, loaded.card, resolved.target, resolved.seed + BENCHMARK_SEED_OFFSET)
+        )
+        manifest.add_stage("benchmark", steps.seconds["benchmark"], metrics=record["latency"])
+        manifest.data["status"] = "complete"
+        manifest.write()
+        steps.run("report", lambda: write_report(manifest.data, work / REPORT_FILE))
+    release = Path(config.out) / resolved.target.name
+    return RunResult(release_dir=release, manifest=manifest.data, report=release / REPORT_FILE)
+
+
+def _resolve(config: RunConfig) -> ResolvedConfig:
+    return resolve(config.target, config.profile, list(config.sets), config.seed)
+
+
+def _load(config: RunConfig) -> LoadedModel:
+    loaded = load_checkpoint(config.checkpoint, arch=config.arch, card=config.card, trust_pickle=config.trust_pickle)
+    _smoke_forward(loaded, config.checkpoint)
+    return loaded
+
+
+def _smoke_forward(loaded: LoadedModel, path: Path) -> None:
+    """Run the model once on prior samples, so a card that does not fit the model fails here, clearly."""
+    from compressor.modelcard import sample_inputs
+
+    try:
+        with torch.no_grad():
+            output = loaded.model(*sample_inputs(loaded.card, 2, seed=0).values())
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path}: the model fails on inputs shaped as its card says ({type(exc).__name__}: {first_line(exc)}); "
+            "fix 'inputs' in the model card"
+        ) from exc
+    outputs = output if isinstance(output, (tuple, list)) else [output]
+    if not all(torch.isfinite(t).all() for t in outputs):
+        raise CheckpointError(f"{path}: the model outputs NaN/Inf on prior samples; check the weights and the card's prior")
+
+
+def _header(config: RunConfig, resolved: ResolvedConfig, loaded: LoadedModel) -> dict[str, Any]:
+    summary = summarize(loaded.model, loaded.card)
+    return {
+        "schema_version": 1,
+        "status": "running",
+        "versions": library_versions(),
+        "input": {"path": str(config.checkpoint), "format": loaded.format, "sha256": loaded.sha256, "files": loaded.files},
+        "model": {
+            "card": loaded.card.model_dump(mode="json"),
+            **{k: summary[k] for k in ("parameters", "macs_per_sample", "fp32_bytes")},
+        },
+        "config": resolved.model_dump(mode="json"),
+        "config_sha256": resolved.sha256(),
+        "seed": resolved.seed,
+        "stages": [],
+    }
+
+
+def _parity(runtime, artifact: Path, ctx: RunContext) -> dict[str, Any]:
+    settings = ctx.config.target.parity
+    runner = runtime.load(artifact, ctx.config.target)
+    return check_parity(ctx.reference, runner, ctx.samples(settings.samples, PARITY_SEED_OFFSET), settings)
+
+
+def _parity_message(artifact: Path, parity: dict[str, Any]) -> str:
+    return (
+        f"{artifact.name}: output differs from the torch model by {parity['max_abs_error']:.3g} "
+        f"(allowed {parity['atol']:.1g} + {parity['rtol']:.1g} x output scale); "
+        "check the export, or loosen target.parity with --set if this is expected"
+    )
+
+
+def _file_facts(path: Path) -> dict[str, Any]:
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def _describe(artifacts: dict[str, Path], work: Path) -> dict[str, Any]:
+    return {name: {"file": str(Path(p).relative_to(work)), **_file_facts(Path(p))} for name, p in artifacts.items()}

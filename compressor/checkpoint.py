@@ -1,0 +1,288 @@
+"""Load any supported checkpoint into an eval-mode nn.Module plus its ModelCard, safely by default.
+
+Formats: a model folder with `compressor.yaml` (factory + weights), TorchScript, a torch.export `.pt2`,
+a state_dict (`.pt`/`.pth`/`.safetensors`) with `--arch module:callable`, and a fully pickled module
+only with `--trust-pickle`. Nothing here unpickles arbitrary objects unless the user asked for it:
+`torch.load` always runs with `weights_only=True` except on the trust-pickle path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import pickle
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from compressor.errors import CheckpointError, first_line
+from compressor.modelcard import CARD_FILE, InputSpec, ModelCard, load_card
+
+STATE_DICT_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for compression, with where it came from (format and file checksums)."""
+
+    model: nn.Module
+    card: ModelCard
+    format: str
+    files: dict[str, str] = field(default_factory=dict)  # path -> sha256 of every file that defines the model
+
+    @property
+    def sha256(self) -> str:
+        """One checksum over every input file, in a stable order."""
+        joined = "".join(f"{Path(p).name}:{digest};" for p, digest in sorted(self.files.items()))
+        return hashlib.sha256(joined.encode()).hexdigest()
+
+
+def load_checkpoint(
+    path: Path, *, arch: str | None = None, card: Path | None = None, trust_pickle: bool = False
+) -> LoadedModel:
+    """Load `path` (folder or file); raise CheckpointError with a one-line fix on any problem."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or folder; check the path")
+    if path.is_dir():
+        loaded = _load_folder(path)
+    else:
+        loaded = _load_file(path, arch, _card_for(path, card), trust_pickle)
+    loaded.model.eval()
+    _check_finite(loaded.model, path)
+    return loaded
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load_folder(folder: Path) -> LoadedModel:
+    card_path = folder / CARD_FILE
+    if not card_path.is_file():
+        raise CheckpointError(
+            f"{folder}: folder has no {CARD_FILE}; add a model card (see examples/digits-dcgan/{CARD_FILE}) "
+            "or pass a checkpoint file"
+        )
+    card = load_card(card_path)
+    if not card.factory or not card.weights:
+        raise CheckpointError(f"{card_path}: a model folder's card needs both 'factory' and 'weights'")
+    weights = folder / card.weights
+    if not weights.is_file():
+        raise CheckpointError(f"{card_path}: weights file '{card.weights}' not found in {folder}; fix 'weights'")
+    factory, factory_file = _resolve_callable(card.factory, folder, card_path)
+    model = _build(factory, card.kwargs, card_path)
+    _load_state_dict(model, _read_state_dict(weights), weights)
+    files = {str(p): sha256_file(p) for p in (card_path, weights, factory_file) if p is not None}
+    return LoadedModel(model=model, card=card, format="folder", files=files)
+
+
+def _load_file(path: Path, arch: str | None, card_path: Path | None, trust_pickle: bool) -> LoadedModel:
+    files = {str(path): sha256_file(path)}
+    if card_path is not None:
+        files[str(card_path)] = sha256_file(card_path)
+    card = load_card(card_path) if card_path is not None else None
+    if path.suffix == ".pt2":
+        model, inferred = _load_exported_program(path)
+        return LoadedModel(model=model, card=card or inferred, format="torch.export", files=files)
+    if path.suffix == ".safetensors":
+        state, fmt = _read_state_dict(path), "state_dict"
+    elif _is_torchscript(path):
+        model = _guard(path, lambda: torch.jit.load(str(path), map_location="cpu"))
+        return LoadedModel(model=model, card=_require_card(card, path), format="torchscript", files=files)
+    else:
+        state, fmt = _read_torch_file(path, trust_pickle)
+    if isinstance(state, nn.Module):
+        return LoadedModel(model=state, card=_require_card(card, path), format="pickled-module", files=files)
+    if arch is None:
+        raise CheckpointError(f"{path}: holds a state_dict but no architecture; pass --arch module:callable")
+    factory, factory_file = _resolve_callable(arch, path.parent, None)
+    if factory_file is not None:
+        files[str(factory_file)] = sha256_file(factory_file)
+    card = _require_card(card, path)
+    model = _build(factory, card.kwargs, None)
+    _load_state_dict(model, state, path)
+    return LoadedModel(model=model, card=card, format=fmt, files=files)
+
+
+def _card_for(path: Path, card: Path | None) -> Path | None:
+    """An explicit --card, else a compressor.yaml beside the checkpoint, else none."""
+    if card is not None:
+        return Path(card)
+    beside = path.parent / CARD_FILE
+    return beside if beside.is_file() else None
+
+
+def _require_card(card: ModelCard | None, path: Path) -> ModelCard:
+    if card is None:
+        raise CheckpointError(
+            f"{path}: no model card describes its inputs; pass --card card.yaml "
+            f"(see examples/digits-dcgan/{CARD_FILE}) or put a {CARD_FILE} beside it"
+        )
+    return card
+
+
+def _guard(path: Path, load: Callable[[], Any]) -> Any:
+    """Run a loader, turning the many ways a damaged file fails into one actionable line."""
+    try:
+        return load()
+    except CheckpointError:
+        raise
+    except Exception as exc:  # torch, zipfile, safetensors and TorchScript each raise their own types
+        raise _corrupt(path, exc) from exc
+
+
+def _corrupt(path: Path, exc: BaseException) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: {first_line(exc)}); re-save or re-download it"
+    )
+
+
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives are zip files holding compiled code; torch.save archives hold only data.pkl."""
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.split("/", 1)[-1].startswith("code/") for name in archive.namelist())
+    except zipfile.BadZipFile:
+        return False
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return _guard(path, lambda: load_file(str(path)))
+    state, _ = _read_torch_file(path, trust_pickle=False)
+    if isinstance(state, nn.Module):
+        raise CheckpointError(f"{path}: expected a state_dict, found a pickled module; save model.state_dict()")
+    return state
+
+
+def _read_torch_file(path: Path, trust_pickle: bool) -> tuple[Any, str]:
+    """torch.load with weights_only=True; a full pickle only when the user passed --trust-pickle."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower():  # torch's refusal of a non-tensor pickle says so
+            raise _corrupt(path, exc) from exc
+        if not trust_pickle:
+            raise CheckpointError(
+                f"{path}: holds pickled Python objects, and loading them would run code from the file; "
+                "pass --trust-pickle only if you trust its source, or save a state_dict / .safetensors instead"
+            ) from None
+        # The user passed --trust-pickle: this is the one place a full pickle is executed.
+        obj = _guard(path, lambda: torch.load(path, map_location="cpu", weights_only=False))
+        return obj, "pickled-module"
+    except Exception as exc:
+        raise _corrupt(path, exc) from exc
+    return _unwrap_state_dict(obj, path), "state_dict"
+
+
+def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """Accept a bare state_dict or the common {'state_dict': ...} / {'model': ...} wrappers."""
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "model_state_dict", "generator", "ema"):
+            if isinstance(obj.get(key), dict):
+                return _unwrap_state_dict(obj[key], path)
+    raise CheckpointError(f"{path}: no state_dict found (got {type(obj).__name__}); save model.state_dict()")
+
+
+def _load_exported_program(path: Path) -> tuple[nn.Module, ModelCard]:
+    program = _guard(path, lambda: torch.export.load(str(path)))
+    names = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind.name == "USER_INPUT"]
+    args = program.example_inputs[0] if program.example_inputs else ()
+    inputs = {name: InputSpec(shape=tuple(arg.shape[1:])) for name, arg in zip(names, args)}
+    if len(inputs) != len(names):
+        raise CheckpointError(f"{path}: has no example inputs to describe; pass --card card.yaml")
+    return program.module(), ModelCard(name=path.stem, inputs=inputs)
+
+
+def _resolve_callable(spec: str, folder: Path, card_path: Path | None) -> tuple[Callable, Path | None]:
+    """'module:callable', where module is a file in `folder`, a path to a .py file, or an importable module."""
+    where = f"{card_path}: factory" if card_path else "--arch"
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise CheckpointError(f"{where} '{spec}': expected module:callable, e.g. model:Generator")
+    candidates = [Path(module_name), folder / f"{module_name}.py"] if module_name.endswith(".py") else [folder / f"{module_name}.py"]
+    source = next((c for c in candidates if c.is_file()), None)
+    try:
+        module = _import_file(source) if source else importlib.import_module(module_name)
+    except Exception as exc:
+        raise CheckpointError(f"{where} '{spec}': cannot import {module_name} ({first_line(exc)})") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise CheckpointError(f"{where} '{spec}': {module_name} has no callable '{attr}'")
+    return factory, source
+
+
+def _import_file(source: Path):
+    """Import a model file under a unique name, its folder on sys.path so its own imports resolve."""
+    unique = "compressor_user_" + hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:12]
+    if unique in sys.modules:
+        return sys.modules[unique]
+    spec = importlib.util.spec_from_file_location(unique, source)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(source.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(source.parent))
+    sys.modules[unique] = module
+    return module
+
+
+def _build(factory: Callable, kwargs: dict, card_path: Path | None) -> nn.Module:
+    try:
+        model = factory(**kwargs)
+    except Exception as exc:
+        where = f"{card_path}: kwargs" if card_path else "--arch"
+        raise CheckpointError(f"{where}: building the model failed ({type(exc).__name__}: {first_line(exc)})") from exc
+    if not isinstance(model, nn.Module):
+        raise CheckpointError(f"factory returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _load_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Strict load, with every mismatch named in one line instead of torch's multi-line report."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k} {list(state[k].shape)} vs {list(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape
+    ]
+    problems = [
+        f"{len(items)} {label} ({', '.join(items[:3])}{', ...' if len(items) > 3 else ''})"
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatches, file vs model", mismatched))
+        if items
+    ]
+    if problems:
+        raise CheckpointError(
+            f"{path}: state_dict does not fit {type(model).__name__}: {'; '.join(problems)}; "
+            "check the architecture and its kwargs match the checkpoint"
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def _check_finite(model: nn.Module, path: Path) -> None:
+    tensors = list(model.named_parameters()) + list(model.named_buffers())
+    for name, tensor in tensors:
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(
+                f"{path}: '{name}' holds {bad} NaN/Inf value(s); the weights are damaged "
+                "(diverged training?): export a healthy checkpoint"
+            )

@@ -1,0 +1,207 @@
+"""The `compressor` command line: thin commands that build a RunConfig (or call one library function).
+
+Heavy modules (torch, onnxruntime) are imported inside the commands so `compressor --help` is instant.
+Every CompressorError becomes one line on stderr and its exit code; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    help="Compress a trained generative model into checked, timed release artifacts for a named piece of hardware.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+targets_app = typer.Typer(help="List the bundled targets, or show one.", no_args_is_help=False)
+profiles_app = typer.Typer(help="List the bundled profiles, or show one.", no_args_is_help=False)
+app.add_typer(targets_app, name="targets")
+app.add_typer(profiles_app, name="profiles")
+
+_state = {"debug": False}
+
+Checkpoint = Annotated[Path, typer.Argument(help="Model folder with compressor.yaml, or a checkpoint file.")]
+Arch = Annotated[Optional[str], typer.Option(help="module:callable building the model, for a bare state_dict.")]
+Card = Annotated[Optional[Path], typer.Option(help="Model card YAML describing inputs, for files without one.")]
+TrustPickle = Annotated[bool, typer.Option(help="Allow loading a fully pickled module (runs code from the file).")]
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False) -> None:
+    _state["debug"] = debug
+
+
+@app.command()
+def run(
+    checkpoint: Checkpoint,
+    target: Annotated[str, typer.Option(help="Target name, alias or YAML path (see `compressor targets`).")] = "cpu",
+    profile: Annotated[Optional[str], typer.Option(help="Profile name or YAML path; default: the target's.")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="Override a config value: key=value (repeatable).")] = [],
+    out: Annotated[Path, typer.Option(help="Release root; the release goes to OUT/<target-name>/.")] = Path("release"),
+    seed: Annotated[int, typer.Option(help="Seed of every prior sample the run draws.")] = 0,
+    arch: Arch = None,
+    card: Card = None,
+    trust_pickle: TrustPickle = False,
+    dry_run: Annotated[bool, typer.Option(help="Print the resolved config and planned steps; do nothing else.")] = False,
+) -> None:
+    """Compress CHECKPOINT for a target, export it, check it against torch, time it, and write the release."""
+    from compressor import api
+
+    config = api.RunConfig(
+        checkpoint=checkpoint, target=target, profile=profile, sets=tuple(set_), out=out, seed=seed,
+        arch=arch, card=card, trust_pickle=trust_pickle,
+    )
+    if dry_run:
+        typer.echo(json.dumps(api.plan(config), indent=2))
+        return
+    result = api.run(config, on_step=_progress())
+    _print_outcome(result)
+
+
+@app.command()
+def inspect(
+    checkpoint: Checkpoint,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    arch: Arch = None,
+    card: Card = None,
+    trust_pickle: TrustPickle = False,
+) -> None:
+    """Parameters, MACs, fp32 size and a per-layer table of a checkpoint."""
+    from compressor.checkpoint import load_checkpoint
+    from compressor.summary import format_table, summarize
+
+    loaded = load_checkpoint(checkpoint, arch=arch, card=card, trust_pickle=trust_pickle)
+    summary = summarize(loaded.model, loaded.card)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("layer", "type", "output shape", "params", "MACs", title=f"{summary['name']} ({loaded.format})")
+    for row in format_table(summary):
+        table.add_row(*row)
+    console = Console()
+    console.print(table)
+    console.print(
+        f"parameters {summary['parameters']:,}  MACs/sample {summary['macs_per_sample']:,}  "
+        f"fp32 size {summary['fp32_bytes'] / 1e6:.2f} MB"
+    )
+
+
+@targets_app.callback(invoke_without_command=True)
+def _targets_default(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand is None:
+        _list_bundled("targets")
+
+
+@targets_app.command("list")
+def targets_list() -> None:
+    """List the bundled targets with their aliases and runtime."""
+    _list_bundled("targets")
+
+
+@targets_app.command("show")
+def targets_show(name: Annotated[str, typer.Argument(help="Target name, alias or YAML path.")]) -> None:
+    """Print a target, every default filled in."""
+    from compressor.config import load_target
+
+    typer.echo(json.dumps(load_target(name).model_dump(mode="json"), indent=2))
+
+
+@profiles_app.callback(invoke_without_command=True)
+def _profiles_default(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand is None:
+        _list_bundled("profiles")
+
+
+@profiles_app.command("list")
+def profiles_list() -> None:
+    """List the bundled profiles and their stages."""
+    _list_bundled("profiles")
+
+
+@profiles_app.command("show")
+def profiles_show(name: Annotated[str, typer.Argument(help="Profile name or YAML path.")]) -> None:
+    """Print a profile, every default filled in."""
+    from compressor.config import load_profile
+
+    typer.echo(json.dumps(load_profile(name).model_dump(mode="json"), indent=2))
+
+
+@app.command()
+def doctor() -> None:
+    """Which runtimes and optional extras can be used on this machine, and why not."""
+    from compressor.doctor import check_all
+
+    failing = 0
+    for name, reason in check_all().items():
+        typer.echo(f"{'ok ' if reason is None else 'no '} {name}{'' if reason is None else ': ' + reason}")
+        failing += reason is not None
+    typer.echo(f"{failing} of the optional parts cannot be used here" if failing else "everything is usable here")
+
+
+def _list_bundled(kind: str) -> None:
+    from compressor.config import bundled, load_profile, load_target
+
+    files = bundled(kind)
+    for name in sorted({path.stem for path in files.values()}):
+        if kind == "targets":
+            target = load_target(name)
+            aliases = f" (alias {', '.join(target.aliases)})" if target.aliases else ""
+            typer.echo(f"{name}{aliases}: {target.runtime}, {'/'.join(target.precisions)}. {target.description}")
+        else:
+            profile = load_profile(name)
+            typer.echo(f"{name}: stages {[s.kind for s in profile.stages]}. {profile.description}")
+
+
+def _progress():
+    """A step callback that prints each pipeline step as it starts and ends, on stderr."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    status = {}
+
+    def on_step(name: str, event: str) -> None:
+        if event == "start":
+            status[name] = console.status(f"{name}...")
+            status[name].start()
+        else:
+            status.pop(name).stop()
+            console.print(f"[green]✓[/green] {name}")
+
+    return on_step
+
+
+def _print_outcome(result) -> None:
+    artifacts = result.manifest["artifacts"]
+    for name, record in artifacts.items():
+        parity = record["parity"]
+        typer.echo(f"{name}: {record['bytes'] / 1e6:.2f} MB, parity max abs error {parity['max_abs_error']:.2e}")
+        for batch, stats in record["latency"]["batches"].items():
+            typer.echo(f"  batch {batch}: median {stats['median_ms']:.3f} ms, p90 {stats['p90_ms']:.3f} ms")
+    typer.echo(f"release: {result.release_dir}")
+    typer.echo(f"report:  {result.report}")
+
+
+def main() -> None:
+    """Entry point: run the app, turning our errors into one line and an exit code.
+
+    Typer itself turns flag errors into usage messages with exit code 2, and Ctrl-C into exit 130.
+    """
+    from compressor.errors import CompressorError
+
+    try:
+        app()
+    except CompressorError as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        typer.echo(f"error: {exc.message}", err=True)
+        sys.exit(exc.exit_code)

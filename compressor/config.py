@@ -1,0 +1,181 @@
+"""Targets, profiles and the resolved run configuration: pydantic schemas, lookup by name or path, `--set` overrides.
+
+A target (targets/*.yaml) says what the hardware needs; a profile (profiles/*.yaml) says how hard to
+compress. `resolve()` merges them with the seed and the user's `--set key=value` overrides into one
+`ResolvedConfig`, whose hash identifies the run in the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from compressor.errors import ConfigError, UsageError, first_line, validation_summary
+from compressor.stages import AnyStageConfig
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ParitySettings(_Frozen):
+    """How closely an exported artifact must match the torch model on seeded prior samples."""
+
+    atol: float = Field(1e-4, description="Largest allowed absolute difference.")
+    rtol: float = Field(1e-3, description="Largest allowed difference relative to the reference's largest magnitude.")
+    samples: int = Field(16, ge=1, description="Seeded prior samples compared.")
+
+
+class BenchmarkSettings(_Frozen):
+    """How the artifact is timed on its runtime."""
+
+    batch_sizes: list[int] = Field([1, 16], min_length=1, description="Batch sizes timed, one row each.")
+    threads: int = Field(2, ge=1, description="Intra-op threads given to the runtime.")
+    warmup: int = Field(10, ge=0, description="Untimed runs first.")
+    runs: int = Field(50, ge=1, description="Timed runs; median and p90 are reported.")
+
+
+class Target(_Frozen):
+    """A named piece of hardware: its runtime, what it runs fast and how to check and time artifacts on it."""
+
+    name: str
+    aliases: list[str] = Field(default_factory=list, description="Short names accepted by --target.")
+    description: str = ""
+    runtime: Literal["onnxruntime"] = Field(description="Runtime the artifacts are built for.")
+    precisions: list[Literal["fp32", "fp16", "int8"]] = Field(["fp32"], description="Precisions it runs fast.")
+    rewrites: list[str] = Field(default_factory=list, description="Graph rewrites its runtime needs, in order.")
+    default_profile: str = "balanced"
+    opset: int = Field(20, description="ONNX opset of the exported artifact.")
+    parity: ParitySettings = ParitySettings()
+    benchmark: BenchmarkSettings = BenchmarkSettings()
+
+
+class Profile(_Frozen):
+    """A compression recipe: the ordered stages and their settings."""
+
+    name: str
+    description: str = ""
+    stages: list[AnyStageConfig] = Field(default_factory=list, description="Stages run in this order.")
+
+
+class ResolvedConfig(_Frozen):
+    """Everything that decides a run's artifacts (besides the checkpoint): its hash names the configuration."""
+
+    seed: int = 0
+    target: Target
+    profile: Profile
+
+    def sha256(self) -> str:
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def data_dir(kind: Literal["targets", "profiles"]) -> Path:
+    """Folder of the bundled YAML files: inside the wheel, or at the repository root for a source checkout."""
+    packaged = PACKAGE_DIR / "_data" / kind
+    return packaged if packaged.is_dir() else PACKAGE_DIR.parent / kind
+
+
+def bundled(kind: Literal["targets", "profiles"]) -> dict[str, Path]:
+    """Name -> file of every bundled target or profile (aliases included for targets)."""
+    found: dict[str, Path] = {}
+    for path in sorted(data_dir(kind).glob("*.yaml")):
+        found[path.stem] = path
+        if kind == "targets":
+            for alias in (yaml.safe_load(path.read_text()) or {}).get("aliases", []):
+                found.setdefault(alias, path)
+    return found
+
+
+def find_file(kind: Literal["targets", "profiles"], name_or_path: str) -> Path:
+    """A bundled name or alias, or a path to the user's own YAML file."""
+    known = bundled(kind)
+    if name_or_path in known:
+        return known[name_or_path]
+    path = Path(name_or_path)
+    if path.suffix in {".yaml", ".yml"}:
+        if not path.is_file():
+            raise ConfigError(f"{path}: {kind[:-1]} file not found; check the path")
+        return path
+    names = ", ".join(sorted(known))
+    raise UsageError(f"unknown {kind[:-1]} '{name_or_path}'; known: {names} (or pass a path to a .yaml file)")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({first_line(exc)}); fix the syntax") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def load_target(name_or_path: str) -> Target:
+    path = find_file("targets", name_or_path)
+    return _validate(Target, read_yaml(path), path)
+
+
+def load_profile(name_or_path: str) -> Profile:
+    path = find_file("profiles", name_or_path)
+    return _validate(Profile, read_yaml(path), path)
+
+
+def resolve(target: str, profile: str | None = None, sets: list[str] = (), seed: int = 0) -> ResolvedConfig:
+    """Load target and profile (the target's default profile unless one is named) and apply `--set` overrides."""
+    resolved_target = load_target(target)
+    resolved_profile = load_profile(profile or resolved_target.default_profile)
+    config = ResolvedConfig(seed=seed, target=resolved_target, profile=resolved_profile)
+    return apply_overrides(config, sets) if sets else config
+
+
+def apply_overrides(config: ResolvedConfig, sets: list[str]) -> ResolvedConfig:
+    """Apply `key=value` overrides. Keys are dotted paths into the resolved config; stages are addressed by kind
+    (`stages.rewrite.passes=[fold_batchnorm]`), values are YAML (`1e-3`, `[1, 8]`, `false`)."""
+    tree = _addressable(config)
+    for item in sets:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set '{item}': expected key=value, e.g. --set target.benchmark.runs=20")
+        _assign(tree, key.strip(), yaml.safe_load(raw))
+    tree["profile"]["stages"] = list(tree["profile"]["stages"].values())
+    try:
+        return ResolvedConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise UsageError(f"--set: invalid value: {validation_summary(exc)}") from exc
+
+
+def _addressable(config: ResolvedConfig) -> dict[str, Any]:
+    """The config as plain data, stages keyed by kind, and the top-level `stages.` alias for `profile.stages.`."""
+    tree = config.model_dump(mode="json")
+    tree["profile"]["stages"] = {stage["kind"]: stage for stage in tree["profile"]["stages"]}
+    return tree
+
+
+def _assign(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    if parts[0] == "stages":  # shorthand used in docs and profiles: stages.<kind>.<field>
+        parts = ["profile", *parts]
+    node = tree
+    for depth, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            where = ".".join(parts[:depth]) or "(top level)"
+            known = ", ".join(sorted(node)) if isinstance(node, dict) else "(not a mapping)"
+            raise UsageError(f"--set {key}: unknown key '{part}' under {where}; known: {known}")
+        if depth == len(parts) - 1:
+            node[part] = value
+        node = node[part]
+
+
+def _validate(model: type[BaseModel], data: dict[str, Any], path: Path):
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {validation_summary(exc)}; see `compressor {path.parent.name} show`") from exc

@@ -1,0 +1,35 @@
+"""What `compressor doctor` checks: each runtime and optional extra, usable here or why not."""
+
+from __future__ import annotations
+
+import importlib.util
+
+
+def check_all() -> dict[str, str | None]:
+    """Name -> None when usable, else the reason (missing package or hardware) and how to fix it."""
+    from compressor.runtimes import RUNTIMES, get_runtime
+    from compressor.errors import CompressorError
+
+    checks: dict[str, str | None] = {}
+    for name in RUNTIMES:
+        try:
+            get_runtime(name)
+            checks[f"runtime {name}"] = None
+        except CompressorError as exc:
+            checks[f"runtime {name}"] = exc.message
+    checks["runtime tensorrt"] = "not implemented yet in this version" + _also_missing("tensorrt", "TensorRT")
+    checks["runtime tflite"] = "not implemented yet in this version" + _also_missing("ai_edge_litert", "the [tflite] extra")
+    checks["cuda gpu"] = _cuda_reason()
+    return checks
+
+
+def _also_missing(module: str, what: str) -> str:
+    return "" if importlib.util.find_spec(module) else f"; {what} is not installed either"
+
+
+def _cuda_reason() -> str | None:
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    return "torch sees no CUDA GPU (the CPU build of torch, or no GPU on this machine)"

@@ -1,0 +1,1 @@
+"""Measurements of artifacts: parity against torch, latency on their runtime (quality metrics come later)."""

@@ -1,0 +1,39 @@
+"""Check an exported artifact against the torch model on seeded prior samples (optimum's validate step)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from compressor.config import ParitySettings
+
+
+def check_parity(
+    reference: torch.nn.Module,
+    runner: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
+    inputs: dict[str, torch.Tensor],
+    settings: ParitySettings,
+) -> dict[str, float | bool]:
+    """Largest absolute error, and that error relative to the reference's largest magnitude.
+
+    Passes when max_abs <= atol + rtol * max|reference| (numpy.allclose's rule, applied to the whole output).
+    """
+    with torch.no_grad():
+        expected = reference(*inputs.values())
+    expected = [t.numpy() for t in (expected if isinstance(expected, (tuple, list)) else [expected])]
+    actual = runner({name: t.numpy() for name, t in inputs.items()})
+    if len(actual) != len(expected):
+        raise ValueError(f"artifact returned {len(actual)} outputs, the torch model {len(expected)}")
+    max_abs = max(float(np.abs(a - e).max()) for a, e in zip(actual, expected))
+    scale = max(float(np.abs(e).max()) for e in expected)
+    max_rel = max_abs / max(scale, 1e-12)
+    return {
+        "max_abs_error": max_abs,
+        "max_rel_error": max_rel,
+        "atol": settings.atol,
+        "rtol": settings.rtol,
+        "samples": int(next(iter(inputs.values())).shape[0]),
+        "ok": bool(max_abs <= settings.atol + settings.rtol * scale),
+    }

@@ -1,0 +1,76 @@
+"""The model card: what a generative model takes (inputs, their prior) and gives (outputs, value range).
+
+Knowing the latent prior is what lets calibration, parity checks and benchmarks run data-free:
+`sample_inputs` draws seeded samples from it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from compressor.errors import ConfigError, first_line, validation_summary
+
+CARD_FILE = "compressor.yaml"
+
+
+class InputSpec(BaseModel):
+    """One model input: its per-sample shape (batch axis excluded) and the prior it is drawn from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    shape: tuple[int, ...] = Field(description="Per-sample shape, batch axis excluded, e.g. [64].")
+    prior: Literal["normal", "uniform"] = Field(
+        "normal", description="normal: N(0, I); uniform: U(-1, 1)."
+    )
+
+
+class OutputSpec(BaseModel):
+    """One model output: per-sample shape and the value range the model produces."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    shape: tuple[int, ...] | None = Field(None, description="Per-sample shape, batch axis excluded.")
+    range: tuple[float, float] | None = Field(None, description="Value range, e.g. [-1, 1] after tanh.")
+
+
+class ModelCard(BaseModel):
+    """Everything compressor needs to know about a model besides its weights."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field("model", description="Short name, used in file names and reports.")
+    family: Literal["gan", "vae", "diffusion", "transformer", "other"] = "other"
+    description: str = ""
+    factory: str | None = Field(None, description="'<module or file in the folder>:<callable>' building the model.")
+    kwargs: dict = Field(default_factory=dict, description="Keyword arguments for the factory.")
+    weights: str | None = Field(None, description="Weights file in the folder (.safetensors or state_dict .pt).")
+    inputs: dict[str, InputSpec] = Field(description="Model inputs, in the order forward() takes them.")
+    outputs: dict[str, OutputSpec] = Field(default_factory=lambda: {"output": OutputSpec()})
+
+
+def load_card(path: Path) -> ModelCard:
+    """Read and validate a model card YAML file."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: model card not found; write one like examples/digits-dcgan/{CARD_FILE}")
+    try:
+        data = yaml.safe_load(path.read_text())
+        return ModelCard.model_validate(data)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({first_line(exc)}); fix the syntax") from exc
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: invalid model card: {validation_summary(exc)}") from exc
+
+
+def sample_inputs(card: ModelCard, batch: int, seed: int) -> dict[str, torch.Tensor]:
+    """Draw `batch` seeded samples of every input from its prior (the same seed gives the same tensors)."""
+    generator = torch.Generator().manual_seed(seed)
+    samples = {}
+    for name, spec in card.inputs.items():
+        shape = (batch, *spec.shape)
+        if spec.prior == "normal":
+            samples[name] = torch.randn(shape, generator=generator)
+        else:
+            samples[name] = torch.rand(shape, generator=generator) * 2 - 1
+    return samples

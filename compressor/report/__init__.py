@@ -1,0 +1,1 @@
+"""Reports are a pure function of the manifest: they format what was measured and never recompute it."""

@@ -1,0 +1,74 @@
+"""The one torch -> ONNX exporter every runtime goes through (torch.onnx dynamo exporter, dynamic batch axis)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from compressor.errors import ExportError, first_line
+from compressor.modelcard import ModelCard, sample_inputs
+
+# The dynamo exporter cannot specialise a dynamic batch axis from an example batch of 1 (DESIGN.md).
+_EXAMPLE_BATCH = 2
+
+
+def export_onnx(model: nn.Module, card: ModelCard, path: Path, opset: int) -> Path:
+    """Export `model` to a single self-contained ONNX file (no external data) and validate it."""
+    import onnx
+
+    example = tuple(sample_inputs(card, _EXAMPLE_BATCH, seed=0).values())
+    batch = torch.export.Dim("batch", min=1)
+    dynamic_shapes = {name: {0: batch} for name in card.inputs}
+    try:
+        with _quiet_exporter():
+            program = torch.onnx.export(
+                model.eval(),
+                example,
+                dynamo=True,
+                input_names=list(card.inputs),
+                output_names=list(card.outputs),
+                dynamic_shapes=_by_forward_argument(model, dynamic_shapes),
+                opset_version=opset,
+                external_data=False,
+                verbose=False,
+            )
+        program.save(str(path), external_data=False)
+        onnx.checker.check_model(str(path))
+    except Exception as exc:
+        raise ExportError(
+            f"ONNX export of {card.name} failed ({type(exc).__name__}: {first_line(exc)}); "
+            "rerun with --debug for the traceback"
+        ) from exc
+    return path
+
+
+def _by_forward_argument(model: nn.Module, shapes: dict[str, dict]) -> dict[str, dict] | tuple[dict, ...]:
+    """torch.export keys dynamic_shapes by forward()'s parameter names; the card's input names may differ,
+    so pass them positionally then."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(model.forward).parameters)
+    except (TypeError, ValueError):
+        params = []
+    return shapes if params[: len(shapes)] == list(shapes) else tuple(shapes.values())
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter prints progress lines and warns about torchvision ops we never use; keep the CLI clean."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecations, not ours to fix
+            yield
+    finally:
+        registration.setLevel(level)

@@ -1,0 +1,56 @@
+"""ONNX Runtime on CPU: export through the shared exporter, run, and time artifacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch.nn as nn
+
+from compressor.config import Target
+from compressor.evaluate.latency import time_callable
+from compressor.modelcard import ModelCard, sample_inputs
+from compressor.runtimes.onnx_export import export_onnx
+
+ARTIFACT = "model.onnx"
+
+
+def unavailable_reason() -> str | None:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        return f"onnxruntime is not installed ({exc}); pip install onnxruntime"
+    return None
+
+
+def export(model: nn.Module, card: ModelCard, target: Target, out_dir: Path) -> Path:
+    return export_onnx(model, card, Path(out_dir) / ARTIFACT, opset=target.opset)
+
+
+def load(artifact: Path, target: Target) -> Callable[[dict[str, np.ndarray]], list[np.ndarray]]:
+    """A runner: input arrays by name -> output arrays, on an ORT session set up as the target says."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # ALL enables QDQ fusion and the NHWC layout pass; at BASIC int8 runs slower than fp32 (DESIGN.md).
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = target.benchmark.threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    session = ort.InferenceSession(str(artifact), options, providers=["CPUExecutionProvider"])
+    return lambda feeds: session.run(None, feeds)
+
+
+def benchmark(artifact: Path, card: ModelCard, target: Target, seed: int) -> dict[str, dict[str, float]]:
+    """Latency per batch size the target lists: median/p90 over `runs` after `warmup`, in milliseconds."""
+    runner = load(artifact, target)
+    settings = target.benchmark
+    results = {}
+    for batch in settings.batch_sizes:
+        feeds = {name: t.numpy() for name, t in sample_inputs(card, batch, seed).items()}
+        stats = time_callable(lambda: runner(feeds), settings.warmup, settings.runs)
+        stats["per_sample_ms"] = stats["median_ms"] / batch
+        results[str(batch)] = stats
+    results_meta = {"threads": settings.threads, "provider": "CPUExecutionProvider"}
+    return {"batches": results, **results_meta}

@@ -1,0 +1,13 @@
+"""The list of stages, written out once. A profile's `stages:` entries are validated against this union."""
+
+from __future__ import annotations
+
+from typing import Annotated, Union
+
+from pydantic import Field
+
+from compressor.stages.rewrite import RewriteConfig
+
+STAGE_CONFIGS = (RewriteConfig,)
+
+AnyStageConfig = Annotated[Union[STAGE_CONFIGS], Field(discriminator="kind")]

@@ -1,0 +1,34 @@
+"""What every stage shares: a frozen config that knows how to run itself, and the result it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from compressor.context import RunContext
+
+
+@dataclass
+class StageResult:
+    """What a stage hands back: the new model plus what the manifest records about the change."""
+
+    model: nn.Module
+    state: dict[str, Any] = field(default_factory=dict)  # replayable record of architecture changes
+    metrics: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, Path] = field(default_factory=dict)
+
+
+class StageConfig(BaseModel):
+    """Base of every stage config: frozen, unknown keys rejected, `kind` names the stage."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: str
+
+    def run(self, model: nn.Module, ctx: RunContext) -> StageResult:  # pragma: no cover - abstract
+        raise NotImplementedError

@@ -1,0 +1,94 @@
+"""Tiny stand-ins for the model families compressor handles, plus a helper that writes a model folder.
+
+They mirror the demo architectures (examples/) at a fraction of the size, so tests exercise the same
+layer patterns (Linear -> view -> BatchNorm, ConvTranspose + BatchNorm, Upsample + Conv + GroupNorm).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import yaml
+
+
+class TinyGenerator(nn.Module):
+    """DCGAN-style: Linear -> view -> BN -> [ConvTranspose + BN + ReLU] -> ConvTranspose -> Tanh (16x16)."""
+
+    def __init__(self, latent_dim: int = 8, channels: int = 16) -> None:
+        super().__init__()
+        self.channels = channels
+        self.project = nn.Linear(latent_dim, channels * 4 * 4)
+        self.blocks = nn.Sequential(
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+            nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1),
+            nn.BatchNorm2d(channels // 2),
+            nn.ReLU(),
+            nn.ConvTranspose2d(channels // 2, 1, 4, 2, 1),
+            nn.Tanh(),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.project(z).view(z.shape[0], self.channels, 4, 4))
+
+
+class TinyDecoder(nn.Module):
+    """VAE-decoder-style: Linear -> view -> [Upsample + Conv + GroupNorm + SiLU] -> Conv -> Tanh (16x16)."""
+
+    def __init__(self, latent_dim: int = 4, channels: int = 16) -> None:
+        super().__init__()
+        self.channels = channels
+        self.project = nn.Linear(latent_dim, channels * 4 * 4)
+        self.blocks = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(channels, channels // 2, 3, padding=1),
+            nn.GroupNorm(4, channels // 2),
+            nn.SiLU(),
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(channels // 2, 1, 3, padding=1),
+            nn.Tanh(),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.project(z).view(z.shape[0], self.channels, 4, 4))
+
+
+def randomized(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Seeded weights plus non-trivial BatchNorm statistics, so folding BN is really exercised."""
+    torch.manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(module.weight, 0.5, 1.5)
+            nn.init.uniform_(module.bias, -0.2, 0.2)
+    return model.eval()
+
+
+def card_dict(name: str, latent_dim: int, family: str = "gan") -> dict:
+    return {
+        "name": name,
+        "family": family,
+        "inputs": {"z": {"shape": [latent_dim], "prior": "normal"}},
+        "outputs": {"image": {"shape": [1, 16, 16], "range": [-1.0, 1.0]}},
+    }
+
+
+def write_model_folder(folder: Path, kind: str = "generator", seed: int = 0) -> Path:
+    """A model folder as a user would ship it: model.py, weights.safetensors and compressor.yaml."""
+    from safetensors.torch import save_file
+
+    cls, latent = (TinyGenerator, 8) if kind == "generator" else (TinyDecoder, 4)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.py").write_text(f"from compressor.testing.models import {cls.__name__}\n")
+    model = randomized(cls(latent_dim=latent), seed)
+    save_file(model.state_dict(), str(folder / "weights.safetensors"))
+    card = card_dict(f"tiny-{kind}", latent) | {
+        "factory": f"model:{cls.__name__}",
+        "kwargs": {"latent_dim": latent},
+        "weights": "weights.safetensors",
+    }
+    (folder / "compressor.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+    return folder
