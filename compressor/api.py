@@ -86,9 +86,11 @@ def run(config: RunConfig, on_step: Callable[[str, str], None] | None = None) ->
     """Compress, export, check and time the model; write the release atomically to OUT/<target-name>/."""
     resolved = _resolve(config)
     runtime = get_runtime(resolved.target.runtime)  # fail before any work if the runtime is missing
+    release = ReleaseFolder(config.out, resolved.target.name)
+    release.preflight()
     steps = _Steps(on_step)
     loaded = steps.run("load", lambda: _load(config))
-    with ReleaseFolder(config.out, resolved.target.name) as work:
+    with release as work:
         manifest = Manifest(work / MANIFEST_FILE, _header(config, resolved, loaded))
         manifest.add_stage("load", steps.seconds["load"], metrics={"format": loaded.format})
         ctx = RunContext.create(loaded.model, loaded.card, resolved, work)
@@ -115,8 +117,7 @@ def run(config: RunConfig, on_step: Callable[[str, str], None] | None = None) ->
         manifest.data["status"] = "complete"
         manifest.write()
         steps.run("report", lambda: write_report(manifest.data, work / REPORT_FILE))
-    release = Path(config.out) / resolved.target.name
-    return RunResult(release_dir=release, manifest=manifest.data, report=release / REPORT_FILE)
+    return RunResult(release_dir=release.final, manifest=manifest.data, report=release.final / REPORT_FILE)
 
 
 def _resolve(config: RunConfig) -> ResolvedConfig:

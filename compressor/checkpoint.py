@@ -54,9 +54,18 @@ def load_checkpoint(
         loaded = _load_folder(path)
     else:
         loaded = _load_file(path, arch, _card_for(path, card), trust_pickle)
-    loaded.model.eval()
+    eval_mode(loaded.model)
     _check_finite(loaded.model, path)
     return loaded
+
+
+def eval_mode(model: nn.Module) -> nn.Module:
+    """model.eval(), except for torch.export's modules: their graph is already fixed and they refuse eval()."""
+    try:
+        model.eval()
+    except NotImplementedError:
+        pass
+    return model
 
 
 def sha256_file(path: Path) -> str:
@@ -175,8 +184,9 @@ def _read_torch_file(path: Path, trust_pickle: bool) -> tuple[Any, str]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only" not in str(exc).lower():  # torch's refusal of a non-tensor pickle says so
-            raise _corrupt(path, exc) from exc
+        text = str(exc).lower()  # torch's refusal of a non-tensor pickle says "weights only"...
+        if "weights only" not in text or ("unsupported operand" in text and "operand 149" not in text):
+            raise _corrupt(path, exc) from exc  # ...but so does garbage; 149 is FRAME, a protocol-4+ pickle
         if not trust_pickle:
             raise CheckpointError(
                 f"{path}: holds pickled Python objects, and loading them would run code from the file; "

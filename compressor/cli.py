@@ -196,8 +196,12 @@ def main() -> None:
 
     Typer itself turns flag errors into usage messages with exit code 2, and Ctrl-C into exit 130.
     """
+    import warnings
+
     from compressor.errors import CompressorError
 
+    # torch's own pytree deprecation, raised while loading torch.export files; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
     try:
         app()
     except CompressorError as exc:

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from compressor.checkpoint import eval_mode
 from compressor.config import ResolvedConfig
 from compressor.modelcard import ModelCard, sample_inputs
 
@@ -24,9 +25,9 @@ class RunContext:
 
     @classmethod
     def create(cls, model: nn.Module, card: ModelCard, config: ResolvedConfig, work_dir: Path) -> RunContext:
-        reference = copy.deepcopy(model).eval()
-        for parameter in reference.parameters():
-            parameter.requires_grad_(False)
+        # A frozen copy: stages may change `model` in place; the reference stays the user's original.
+        # Callers run it under torch.no_grad() (TorchScript parameters refuse requires_grad_ changes).
+        reference = eval_mode(copy.deepcopy(model))
         return cls(config=config, card=card, work_dir=work_dir, reference=reference)
 
     def samples(self, batch: int, offset: int = 0) -> dict[str, torch.Tensor]:

@@ -72,6 +72,15 @@ class ReleaseFolder:
         self.final = self.root / name
         self.work: Path | None = None
 
+    def preflight(self) -> None:
+        """Fail before any work when the release root can neither be created nor written."""
+        existing = self.root
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK):
+            reason = "not a folder" if not existing.is_dir() else "permission denied"
+            raise OutputError(f"{self.root}: output folder cannot be written ({existing}: {reason}); pass --out to a writable folder")
+
     def __enter__(self) -> Path:
         try:
             self.root.mkdir(parents=True, exist_ok=True)

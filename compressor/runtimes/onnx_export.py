@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from compressor.checkpoint import eval_mode
 from compressor.errors import ExportError, first_line
 from compressor.modelcard import ModelCard, sample_inputs
 
@@ -23,22 +24,12 @@ def export_onnx(model: nn.Module, card: ModelCard, path: Path, opset: int) -> Pa
     import onnx
 
     example = tuple(sample_inputs(card, _EXAMPLE_BATCH, seed=0).values())
-    batch = torch.export.Dim("batch", min=1)
-    dynamic_shapes = {name: {0: batch} for name in card.inputs}
     try:
         with _quiet_exporter():
-            program = torch.onnx.export(
-                model.eval(),
-                example,
-                dynamo=True,
-                input_names=list(card.inputs),
-                output_names=list(card.outputs),
-                dynamic_shapes=_by_forward_argument(model, dynamic_shapes),
-                opset_version=opset,
-                external_data=False,
-                verbose=False,
-            )
-        program.save(str(path), external_data=False)
+            if isinstance(model, torch.jit.ScriptModule):
+                _export_torchscript(model, example, card, path, opset)
+            else:
+                _export_dynamo(eval_mode(model), example, card, path, opset)
         onnx.checker.check_model(str(path))
     except Exception as exc:
         raise ExportError(
@@ -46,6 +37,38 @@ def export_onnx(model: nn.Module, card: ModelCard, path: Path, opset: int) -> Pa
             "rerun with --debug for the traceback"
         ) from exc
     return path
+
+
+def _export_dynamo(model: nn.Module, example: tuple, card: ModelCard, path: Path, opset: int) -> None:
+    batch = torch.export.Dim("batch", min=1)
+    dynamic_shapes = {name: {0: batch} for name in card.inputs}
+    program = torch.onnx.export(
+        model,
+        example,
+        dynamo=True,
+        input_names=list(card.inputs),
+        output_names=list(card.outputs),
+        dynamic_shapes=_by_forward_argument(model, dynamic_shapes),
+        opset_version=opset,
+        external_data=False,
+        verbose=False,
+    )
+    program.save(str(path), external_data=False)
+
+
+def _export_torchscript(model: torch.jit.ScriptModule, example: tuple, card: ModelCard, path: Path, opset: int) -> None:
+    """torch.export cannot read TorchScript; the TorchScript-based exporter can (dynamic_axes for the batch)."""
+    names = [*card.inputs, *card.outputs]
+    torch.onnx.export(
+        model,
+        example,
+        str(path),
+        dynamo=False,
+        input_names=list(card.inputs),
+        output_names=list(card.outputs),
+        dynamic_axes={name: {0: "batch"} for name in names},
+        opset_version=opset,
+    )
 
 
 def _by_forward_argument(model: nn.Module, shapes: dict[str, dict]) -> dict[str, dict] | tuple[dict, ...]:
@@ -69,6 +92,7 @@ def _quiet_exporter():
     try:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecations, not ours to fix
+            warnings.filterwarnings("ignore", message="no signature found")  # TorchScript exporter, harmless
             yield
     finally:
         registration.setLevel(level)

@@ -1,0 +1,28 @@
+# The two commands a newcomer types: `make demo` and `make test`. Both create .venv and install on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+# The constraints file also governs build environments and later installs made by hand in this venv.
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+export NNCF_CI := 1
+
+.PHONY: install demo test test-all clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	# torch first, from the local CPU wheel: anything that pulls torch later must find it already satisfied.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/compressor run examples/digits-dcgan --target cpu --out release/
+
+test: install
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) release .pytest_cache

@@ -1,0 +1,122 @@
+"""The command line: exit codes (0 ok, 1 bad input, 2 usage), one-line errors, --dry-run writes nothing,
+Ctrl-C during a real run leaves the previous release untouched."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from compressor.cli import main
+
+FAST = ["--set", "target.benchmark.runs=3", "--set", "target.benchmark.warmup=1"]
+
+
+def cli(capsys, monkeypatch, *args):
+    """Run `compressor ARGS` in-process; return (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["compressor", *map(str, args)])
+    with pytest.raises(SystemExit) as info:
+        main()
+    captured = capsys.readouterr()
+    return info.value.code, captured.out, captured.err
+
+
+def _one_line_error(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args,code,expected",
+    [
+        (["run", "{tmp}/absent", "--target", "cpu"], 1, "no such file or folder"),
+        (["run", "{model}", "--target", "pdp-11"], 2, "unknown target 'pdp-11'; known: cpu, cpu-x86"),
+        (["run", "{model}", "--profile", "turbo"], 2, "unknown profile 'turbo'; known: balanced"),
+        (["run", "{model}", "--set", "stages.rewrite.colour=red"], 2, "unknown key 'colour'"),
+        (["run", "{model}", "--out", "{blocker}/out"], 1, "output folder cannot be written"),
+        (["inspect", "{tmp}/absent.pt"], 1, "no such file or folder"),
+    ],
+)
+def test_bad_input_exits_with_one_line(capsys, monkeypatch, tmp_path, generator_folder, args, code, expected):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    args = [a.format(tmp=tmp_path, model=generator_folder, blocker=blocker) for a in args]
+    rc, _, err = cli(capsys, monkeypatch, *args)
+    assert rc == code
+    assert expected in _one_line_error(err)
+
+
+def test_corrupt_checkpoint_via_cli(capsys, monkeypatch, tmp_path, generator_folder):
+    weights = generator_folder / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    rc, _, err = cli(capsys, monkeypatch, "run", generator_folder, "--out", tmp_path / "out")
+    assert rc == 1 and "corrupt or truncated" in _one_line_error(err)
+    assert not (tmp_path / "out" / "cpu-x86").exists()
+
+
+def test_dry_run_prints_plan_and_writes_nothing(capsys, monkeypatch, tmp_path, generator_folder):
+    rc, out, _ = cli(capsys, monkeypatch, "run", generator_folder, "--out", tmp_path / "out", "--dry-run", *FAST)
+    plan = json.loads(out)
+    assert rc == 0
+    assert plan["steps"] == ["load", "rewrite", "export", "parity", "benchmark", "report"]
+    assert plan["config"]["target"]["benchmark"]["runs"] == 3
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_prints_where_release_and_report_are(capsys, monkeypatch, tmp_path, generator_folder):
+    rc, out, _ = cli(capsys, monkeypatch, "run", generator_folder, "--out", tmp_path, *FAST)
+    assert rc == 0
+    assert f"release: {tmp_path / 'cpu-x86'}" in out and "report:" in out and "batch 16: median" in out
+
+
+def test_inspect_json(capsys, monkeypatch, generator_folder):
+    rc, out, _ = cli(capsys, monkeypatch, "inspect", generator_folder, "--json")
+    summary = json.loads(out)
+    assert rc == 0 and summary["parameters"] > 0 and summary["layers"][0]["name"] == "project"
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["targets"], "cpu-x86 (alias cpu): onnxruntime"),
+        (["targets", "show", "cpu"], '"runtime": "onnxruntime"'),
+        (["profiles"], "balanced: stages ['rewrite']"),
+        (["profiles", "show", "balanced"], '"kind": "rewrite"'),
+        (["doctor"], "ok  runtime onnxruntime"),
+    ],
+)
+def test_listing_commands(capsys, monkeypatch, args, expected):
+    rc, out, _ = cli(capsys, monkeypatch, *args)
+    assert rc == 0 and expected in out
+
+
+def test_importing_the_cli_stays_light():
+    code = "import sys, compressor.cli; heavy = {'torch', 'onnxruntime', 'onnx'} & set(sys.modules); print(sorted(heavy))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_real_run_leaves_previous_release_untouched(tmp_path, generator_folder):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "compressor", "run", str(generator_folder), "--out", str(out)]
+    subprocess.run(command + FAST, check=True, capture_output=True)
+    release = out / "cpu-x86"
+    before = {p.name: p.read_bytes() for p in release.iterdir()}
+    # A benchmark long enough to be interrupted in the middle of it.
+    proc = subprocess.Popen(command + ["--set", "target.benchmark.runs=1000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not any((p / "model.onnx").exists() for p in out.glob(".cpu-x86.partial-*")):
+        assert time.monotonic() < deadline and proc.poll() is None, "the run never reached its export"
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    assert {p.name: p.read_bytes() for p in release.iterdir()} == before
+    assert sorted(os.listdir(out)) == ["cpu-x86"]

@@ -1,0 +1,97 @@
+"""Targets, profiles and --set overrides: bundled files validate, names resolve, mistakes get one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from compressor.config import bundled, load_profile, load_target, resolve
+from compressor.errors import ConfigError, UsageError
+
+
+@pytest.mark.parametrize("name", sorted({p.stem for p in bundled("targets").values()}))
+def test_every_bundled_target_validates(name):
+    assert load_target(name).name == name
+
+
+@pytest.mark.parametrize("name", sorted({p.stem for p in bundled("profiles").values()}))
+def test_every_bundled_profile_validates(name):
+    assert load_profile(name).name == name
+
+
+def test_alias_resolves_to_the_same_target():
+    assert load_target("cpu") == load_target("cpu-x86")
+
+
+def test_target_default_profile_is_used():
+    assert resolve("cpu").profile.name == load_target("cpu").default_profile
+
+
+@pytest.mark.parametrize("kind,loader", [("target", load_target), ("profile", load_profile)])
+def test_unknown_name_lists_known_ones(kind, loader):
+    with pytest.raises(UsageError) as info:
+        loader("no-such-thing")
+    assert f"unknown {kind} 'no-such-thing'" in info.value.message
+    assert "known:" in info.value.message and info.value.exit_code == 2
+
+
+def test_set_overrides_target_and_stage_values():
+    config = resolve("cpu", sets=["target.benchmark.runs=7", "stages.rewrite.passes=[]", "target.parity.atol=1e-3"])
+    assert config.target.benchmark.runs == 7
+    assert config.target.parity.atol == pytest.approx(1e-3)
+    assert config.profile.stages[0].passes == []
+
+
+def test_set_changes_the_config_hash_and_same_inputs_keep_it():
+    assert resolve("cpu").sha256() == resolve("cpu").sha256()
+    assert resolve("cpu").sha256() != resolve("cpu", sets=["target.benchmark.runs=7"]).sha256()
+    assert resolve("cpu", seed=1).sha256() != resolve("cpu").sha256()
+
+
+@pytest.mark.parametrize(
+    "item,expected",
+    [
+        ("target.benchmark.nope=1", "unknown key 'nope' under target.benchmark"),
+        ("stages.prune.ratio=0.3", "unknown key 'prune' under profile.stages"),
+        ("budgets=3", "unknown key 'budgets'"),
+        ("target.benchmark.runs", "expected key=value"),
+        ("target.benchmark.runs=many", "invalid value"),
+    ],
+)
+def test_bad_set_is_a_usage_error(item, expected):
+    with pytest.raises(UsageError) as info:
+        resolve("cpu", sets=[item])
+    assert expected in info.value.message and "\n" not in info.value.message
+
+
+def test_user_target_file(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\nruntime: onnxruntime\nbenchmark: {batch_sizes: [4]}\n")
+    assert load_target(str(path)).benchmark.batch_sizes == [4]
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("name: mine\nruntime: tensorflow\n", "runtime"),
+        ("name: mine\nruntime: onnxruntime\ncolour: blue\n", "colour"),
+        ("name: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_invalid_target_file_names_file_and_field(tmp_path, text, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_target(str(path))
+    assert str(path) in info.value.message and expected in info.value.message
+
+
+def test_missing_target_file_is_reported(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_target(str(tmp_path / "absent.yaml"))
+
+
+def test_profile_rejects_unknown_stage_fields(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("name: p\nstages:\n  - {kind: rewrite, strength: 11}\n")
+    with pytest.raises(ConfigError, match="strength"):
+        load_profile(str(path))

@@ -1,0 +1,48 @@
+"""Parity flags an artifact that drifts from torch; latency statistics come from the runs asked for."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from compressor.config import ParitySettings
+from compressor.evaluate.latency import time_callable
+from compressor.evaluate.parity import check_parity
+from compressor.testing.models import TinyGenerator, randomized
+
+
+def _runner(model, noise=0.0):
+    def run(feeds):
+        with torch.no_grad():
+            out = model(torch.from_numpy(feeds["z"])).numpy()
+        return [out + noise]
+
+    return run
+
+
+@pytest.fixture
+def model():
+    return randomized(TinyGenerator())
+
+
+def test_identical_runner_passes(model):
+    result = check_parity(model, _runner(model), {"z": torch.randn(4, 8)}, ParitySettings())
+    assert result["ok"] and result["max_abs_error"] == 0.0 and result["samples"] == 4
+
+
+def test_drifting_runner_fails_with_its_error(model):
+    result = check_parity(model, _runner(model, noise=1e-2), {"z": torch.randn(4, 8)}, ParitySettings())
+    assert not result["ok"]
+    assert result["max_abs_error"] == pytest.approx(1e-2, rel=1e-3)
+
+
+def test_tolerance_scales_with_output_magnitude(model):
+    loose = ParitySettings(atol=0.0, rtol=0.05)
+    assert check_parity(model, _runner(model, noise=1e-2), {"z": torch.randn(4, 8)}, loose)["ok"]
+
+
+def test_time_callable_counts_warmup_and_runs():
+    calls = []
+    stats = time_callable(lambda: calls.append(1), warmup=3, runs=7)
+    assert len(calls) == 10 and stats["runs"] == 7
+    assert 0 <= stats["min_ms"] <= stats["median_ms"] <= stats["p90_ms"]
