@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import io
 import pickle
+import pickletools
 import sys
 import zipfile
 from dataclasses import dataclass, field
@@ -184,9 +186,10 @@ def _read_torch_file(path: Path, trust_pickle: bool) -> tuple[Any, str]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        text = str(exc).lower()  # torch's refusal of a non-tensor pickle says "weights only"...
-        if "weights only" not in text or ("unsupported operand" in text and "operand 149" not in text):
-            raise _corrupt(path, exc) from exc  # ...but so does garbage; 149 is FRAME, a protocol-4+ pickle
+        # torch words every failure of the safe loader alike ("Weights only load failed"), garbage
+        # included; only a well-formed pickle deserves the --trust-pickle advice.
+        if not _is_wellformed_pickle(path):
+            raise _corrupt(path, exc) from exc
         if not trust_pickle:
             raise CheckpointError(
                 f"{path}: holds pickled Python objects, and loading them would run code from the file; "
@@ -198,6 +201,21 @@ def _read_torch_file(path: Path, trust_pickle: bool) -> tuple[Any, str]:
     except Exception as exc:
         raise _corrupt(path, exc) from exc
     return _unwrap_state_dict(obj, path), "state_dict"
+
+
+def _is_wellformed_pickle(path: Path) -> bool:
+    """True when the file (or a torch.save archive's data.pkl) is a complete pickle stream starting with its
+    protocol marker. pickletools only disassembles opcodes: nothing in the file is executed."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                data = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+        else:
+            data = path.read_bytes()
+        opcodes = [op.name for op, _, _ in pickletools.genops(io.BytesIO(data))]
+    except Exception:  # any parse failure means: not a pickle we could advise trusting
+        return False
+    return len(opcodes) > 1 and opcodes[0] == "PROTO" and opcodes[-1] == "STOP"
 
 
 def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:

@@ -116,6 +116,14 @@ def targets_show(name: Annotated[str, typer.Argument(help="Target name, alias or
     typer.echo(json.dumps(load_target(name).model_dump(mode="json"), indent=2))
 
 
+@targets_app.command("schema")
+def targets_schema() -> None:
+    """Print the JSON Schema of a target file (for editor completion and validation)."""
+    from compressor.config import Target
+
+    typer.echo(json.dumps(Target.model_json_schema(), indent=2))
+
+
 @profiles_app.callback(invoke_without_command=True)
 def _profiles_default(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand is None:
@@ -134,6 +142,14 @@ def profiles_show(name: Annotated[str, typer.Argument(help="Profile name or YAML
     from compressor.config import load_profile
 
     typer.echo(json.dumps(load_profile(name).model_dump(mode="json"), indent=2))
+
+
+@profiles_app.command("schema")
+def profiles_schema() -> None:
+    """Print the JSON Schema of a profile file (for editor completion and validation)."""
+    from compressor.config import Profile
+
+    typer.echo(json.dumps(Profile.model_json_schema(), indent=2))
 
 
 @app.command()

@@ -89,6 +89,8 @@ def test_inspect_json(capsys, monkeypatch, generator_folder):
         (["profiles"], "balanced: stages ['rewrite']"),
         (["profiles", "show", "balanced"], '"kind": "rewrite"'),
         (["doctor"], "ok  runtime onnxruntime"),
+        (["targets", "schema"], '"runtime"'),
+        (["profiles", "schema"], '"rewrite"'),
     ],
 )
 def test_listing_commands(capsys, monkeypatch, args, expected):
