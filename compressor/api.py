@@ -94,30 +94,41 @@ def run(config: RunConfig, on_step: Callable[[str, str], None] | None = None) ->
         manifest = Manifest(work / MANIFEST_FILE, _header(config, resolved, loaded))
         manifest.add_stage("load", steps.seconds["load"], metrics={"format": loaded.format})
         ctx = RunContext.create(loaded.model, loaded.card, resolved, work)
-        model = loaded.model
-        for stage in resolved.profile.stages:
-            result = steps.run(stage.kind, lambda: stage.run(model, ctx))
-            model = result.model
-            manifest.add_stage(
-                stage.kind, steps.seconds[stage.kind], config=stage.model_dump(mode="json"),
-                state=result.state, metrics=result.metrics, artifacts=_describe(result.artifacts, work),
-            )
-        artifact = steps.run("export", lambda: runtime.export(model, loaded.card, resolved.target, work))
-        record = {"file": artifact.name, "runtime": resolved.target.runtime, "precision": "fp32", **_file_facts(artifact)}
-        manifest.data["artifacts"] = {artifact.name: record}
-        manifest.add_stage("export", steps.seconds["export"], artifacts={artifact.name: _file_facts(artifact)})
-        record["parity"] = steps.run("parity", lambda: _parity(runtime, artifact, ctx))
-        manifest.add_stage("parity", steps.seconds["parity"], metrics=record["parity"])
-        if not record["parity"]["ok"]:
-            raise ParityError(_parity_message(artifact, record["parity"]))
-        record["latency"] = steps.run(
-            "benchmark", lambda: runtime.benchmark(artifact, loaded.card, resolved.target, resolved.seed + BENCHMARK_SEED_OFFSET)
-        )
-        manifest.add_stage("benchmark", steps.seconds["benchmark"], metrics=record["latency"])
+        model = _run_stages(loaded.model, ctx, steps, manifest)
+        _export_and_check(model, runtime, ctx, steps, manifest)
         manifest.data["status"] = "complete"
         manifest.write()
         steps.run("report", lambda: write_report(manifest.data, work / REPORT_FILE))
     return RunResult(release_dir=release.final, manifest=manifest.data, report=release.final / REPORT_FILE)
+
+
+def _run_stages(model: torch.nn.Module, ctx: RunContext, steps: _Steps, manifest: Manifest) -> torch.nn.Module:
+    """The profile's stages in order, each recorded in the manifest as soon as it ends."""
+    for stage in ctx.config.profile.stages:
+        result = steps.run(stage.kind, lambda: stage.run(model, ctx))
+        model = result.model
+        manifest.add_stage(
+            stage.kind, steps.seconds[stage.kind], config=stage.model_dump(mode="json"),
+            state=result.state, metrics=result.metrics, artifacts=_describe(result.artifacts, ctx.work_dir),
+        )
+    return model
+
+
+def _export_and_check(model: torch.nn.Module, runtime, ctx: RunContext, steps: _Steps, manifest: Manifest) -> None:
+    """Export for the target's runtime, check parity against the original model (fail the run if it
+    disagrees), then time it; each step lands in the manifest's artifact record."""
+    target, card = ctx.config.target, ctx.card
+    artifact = steps.run("export", lambda: runtime.export(model, card, target, ctx.work_dir))
+    record = {"file": artifact.name, "runtime": target.runtime, "precision": "fp32", **_file_facts(artifact)}
+    manifest.data["artifacts"] = {artifact.name: record}
+    manifest.add_stage("export", steps.seconds["export"], artifacts={artifact.name: _file_facts(artifact)})
+    record["parity"] = steps.run("parity", lambda: _parity(runtime, artifact, ctx))
+    manifest.add_stage("parity", steps.seconds["parity"], metrics=record["parity"])
+    if not record["parity"]["ok"]:
+        raise ParityError(_parity_message(artifact, record["parity"]))
+    seed = ctx.config.seed + BENCHMARK_SEED_OFFSET
+    record["latency"] = steps.run("benchmark", lambda: runtime.benchmark(artifact, card, target, seed))
+    manifest.add_stage("benchmark", steps.seconds["benchmark"], metrics=record["latency"])
 
 
 def _resolve(config: RunConfig) -> ResolvedConfig:

@@ -42,7 +42,7 @@ def load(artifact: Path, target: Target) -> Callable[[dict[str, np.ndarray]], li
     return lambda feeds: session.run(None, feeds)
 
 
-def benchmark(artifact: Path, card: ModelCard, target: Target, seed: int) -> dict[str, dict[str, float]]:
+def benchmark(artifact: Path, card: ModelCard, target: Target, seed: int) -> dict:
     """Latency per batch size the target lists: median/p90 over `runs` after `warmup`, in milliseconds."""
     runner = load(artifact, target)
     settings = target.benchmark
@@ -52,5 +52,4 @@ def benchmark(artifact: Path, card: ModelCard, target: Target, seed: int) -> dic
         stats = time_callable(lambda: runner(feeds), settings.warmup, settings.runs)
         stats["per_sample_ms"] = stats["median_ms"] / batch
         results[str(batch)] = stats
-    results_meta = {"threads": settings.threads, "provider": "CPUExecutionProvider"}
-    return {"batches": results, **results_meta}
+    return {"batches": results, "threads": settings.threads, "provider": "CPUExecutionProvider"}
