@@ -17,6 +17,7 @@ import pickletools
 import sys
 import zipfile
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -195,8 +196,9 @@ def _read_torch_file(path: Path, trust_pickle: bool) -> tuple[Any, str]:
                 f"{path}: holds pickled Python objects, and loading them would run code from the file; "
                 "pass --trust-pickle only if you trust its source, or save a state_dict / .safetensors instead"
             ) from None
-        # The user passed --trust-pickle: this is the one place a full pickle is executed.
-        obj = _guard(path, lambda: torch.load(path, map_location="cpu", weights_only=False))
+        # The one place a full pickle is executed: the user passed --trust-pickle.
+        unsafe_load = partial(torch.load, path, map_location="cpu", weights_only=False)  # trust_pickle only
+        obj = _guard(path, unsafe_load)
         return obj, "pickled-module"
     except Exception as exc:
         raise _corrupt(path, exc) from exc
