@@ -210,11 +210,15 @@ def _print_outcome(result) -> None:
 def main() -> None:
     """Entry point: run the app, turning our errors into one line and an exit code.
 
-    Typer itself turns flag errors into usage messages with exit code 2, and Ctrl-C into exit 130.
+    Typer itself turns flag errors into usage messages with exit code 2, and Ctrl-C (or SIGTERM) into exit 130.
     """
+    import signal
     import warnings
 
     from compressor.errors import CompressorError
+
+    # CI systems cancel a job with SIGTERM: treat it like Ctrl-C, so the partial release is cleaned up.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     # torch's own pytree deprecation, raised while loading torch.export files; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
