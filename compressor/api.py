@@ -2,7 +2,7 @@
 
 load -> (profile stages) -> export -> parity -> benchmark -> report, all inside a temporary release
 folder that is renamed into `OUT/<target>/` only when everything finished. The manifest is
-rewritten after every step, so the work folder always shows how far a run got.
+rewritten after every step, so a run that is still going can be followed from its work folder.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from typing import Any, Callable
 
 import torch
 
-from compressor.checkpoint import LoadedModel, load_checkpoint, sha256_file
+from compressor.checkpoint import LoadedModel, load_checkpoint
 from compressor.config import ResolvedConfig, resolve
 from compressor.context import RunContext
-from compressor.errors import CheckpointError, ParityError, first_line
+from compressor.errors import ParityError
 from compressor.evaluate.parity import check_parity
+from compressor.files import sha256_file
 from compressor.manifest import MANIFEST_FILE, Manifest, ReleaseFolder, library_versions
 from compressor.report.markdown import REPORT_FILE, write_report
 from compressor.runtimes import get_runtime
@@ -136,26 +137,7 @@ def _resolve(config: RunConfig) -> ResolvedConfig:
 
 
 def _load(config: RunConfig) -> LoadedModel:
-    loaded = load_checkpoint(config.checkpoint, arch=config.arch, card=config.card, trust_pickle=config.trust_pickle)
-    _smoke_forward(loaded, config.checkpoint)
-    return loaded
-
-
-def _smoke_forward(loaded: LoadedModel, path: Path) -> None:
-    """Run the model once on prior samples, so a card that does not fit the model fails here, clearly."""
-    from compressor.modelcard import sample_inputs
-
-    try:
-        with torch.no_grad():
-            output = loaded.model(*sample_inputs(loaded.card, 2, seed=0).values())
-    except Exception as exc:
-        raise CheckpointError(
-            f"{path}: the model fails on inputs shaped as its card says ({type(exc).__name__}: {first_line(exc)}); "
-            "fix 'inputs' in the model card"
-        ) from exc
-    outputs = output if isinstance(output, (tuple, list)) else [output]
-    if not all(torch.isfinite(t).all() for t in outputs):
-        raise CheckpointError(f"{path}: the model outputs NaN/Inf on prior samples; check the weights and the card's prior")
+    return load_checkpoint(config.checkpoint, arch=config.arch, card=config.card, trust_pickle=config.trust_pickle)
 
 
 def _header(config: RunConfig, resolved: ResolvedConfig, loaded: LoadedModel) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import hashlib
 import importlib
 import importlib.util
 import io
+import json
 import pickle
 import pickletools
 import sys
@@ -25,7 +26,8 @@ import torch
 import torch.nn as nn
 
 from compressor.errors import CheckpointError, first_line
-from compressor.modelcard import CARD_FILE, InputSpec, ModelCard, load_card
+from compressor.files import sha256_file
+from compressor.modelcard import CARD_FILE, InputSpec, ModelCard, as_output_list, load_card, sample_inputs
 
 STATE_DICT_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
 
@@ -59,6 +61,7 @@ def load_checkpoint(
         loaded = _load_file(path, arch, _card_for(path, card), trust_pickle)
     eval_mode(loaded.model)
     _check_finite(loaded.model, path)
+    _check_runs_on_card_inputs(loaded, path)
     return loaded
 
 
@@ -69,14 +72,6 @@ def eval_mode(model: nn.Module) -> nn.Module:
     except NotImplementedError:
         pass
     return model
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _load_folder(folder: Path) -> LoadedModel:
@@ -105,7 +100,7 @@ def _load_file(path: Path, arch: str | None, card_path: Path | None, trust_pickl
         files[str(card_path)] = sha256_file(card_path)
     card = load_card(card_path) if card_path is not None else None
     if path.suffix == ".pt2":
-        model, inferred = _load_exported_program(path)
+        model, inferred = _load_exported_program(path, trust_pickle)
         return LoadedModel(model=model, card=card or inferred, format="torch.export", files=files)
     if path.suffix == ".safetensors":
         state, fmt = _read_state_dict(path), "state_dict"
@@ -192,10 +187,7 @@ def _read_torch_file(path: Path, trust_pickle: bool) -> tuple[Any, str]:
         if not _is_wellformed_pickle(path):
             raise _corrupt(path, exc) from exc
         if not trust_pickle:
-            raise CheckpointError(
-                f"{path}: holds pickled Python objects, and loading them would run code from the file; "
-                "pass --trust-pickle only if you trust its source, or save a state_dict / .safetensors instead"
-            ) from None
+            raise _unsafe_pickle(path, "holds pickled Python objects") from None
         # The one place a full pickle is executed: the user passed --trust-pickle.
         unsafe_load = partial(torch.load, path, map_location="cpu", weights_only=False)  # trust_pickle only
         obj = _guard(path, unsafe_load)
@@ -231,7 +223,9 @@ def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"{path}: no state_dict found (got {type(obj).__name__}); save model.state_dict()")
 
 
-def _load_exported_program(path: Path) -> tuple[nn.Module, ModelCard]:
+def _load_exported_program(path: Path, trust_pickle: bool) -> tuple[nn.Module, ModelCard]:
+    if not trust_pickle:
+        _refuse_pt2_pickles(path)
     program = _guard(path, lambda: torch.export.load(str(path)))
     names = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind.name == "USER_INPUT"]
     args = program.example_inputs[0] if program.example_inputs else ()
@@ -239,6 +233,47 @@ def _load_exported_program(path: Path) -> tuple[nn.Module, ModelCard]:
     if len(inputs) != len(names):
         raise CheckpointError(f"{path}: has no example inputs to describe; pass --card card.yaml")
     return program.module(), ModelCard(name=path.stem, inputs=inputs)
+
+
+def _refuse_pt2_pickles(path: Path) -> None:
+    """torch.export.load unpickles with weights_only=False: sample inputs, weights or constants it stored as
+    pickles, and opaque objects. Check each of those is tensor-only data before letting it near them."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                if name.endswith("_config.json") and "/data/" in name:
+                    _check_payload_config(path, archive, name)
+                elif "/data/sample_inputs/" in name:
+                    _check_tensor_pickle(path, name, archive.read(name))
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
+        raise _corrupt(path, exc) from exc
+
+
+def _check_payload_config(path: Path, archive: zipfile.ZipFile, config_name: str) -> None:
+    from torch.export.pt2_archive.constants import TENSOR_CONSTANT_FILENAME_PREFIX, WEIGHT_FILENAME_PREFIX
+
+    folder = config_name.rsplit("/", 1)[0]
+    for fqn, meta in json.loads(archive.read(config_name)).get("config", {}).items():
+        member = f"{folder}/{meta['path_name']}"
+        if meta.get("use_pickle"):
+            _check_tensor_pickle(path, member, archive.read(member))
+        elif not meta["path_name"].startswith((WEIGHT_FILENAME_PREFIX, TENSOR_CONSTANT_FILENAME_PREFIX)):
+            # custom_obj_ / opaque_obj_ members are arbitrary pickled Python objects
+            raise _unsafe_pickle(path, f"constant '{fqn}' is a pickled Python object")
+
+
+def _check_tensor_pickle(path: Path, member: str, data: bytes) -> None:
+    try:
+        torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception:
+        raise _unsafe_pickle(path, f"{member} is not plain tensor data") from None
+
+
+def _unsafe_pickle(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: {what}, and loading it would run code from the file; "
+        "pass --trust-pickle only if you trust its source, or save a state_dict / .safetensors instead"
+    )
 
 
 def _resolve_callable(spec: str, folder: Path, card_path: Path | None) -> tuple[Callable, Path | None]:
@@ -260,8 +295,9 @@ def _resolve_callable(spec: str, folder: Path, card_path: Path | None) -> tuple[
 
 
 def _import_file(source: Path):
-    """Import a model file under a unique name, its folder on sys.path so its own imports resolve."""
-    unique = "compressor_user_" + hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:12]
+    """Import a model file under a name derived from its content (two folders' model.py files must not
+    collide, and the same file must get the same name wherever it lies: exporters record module names)."""
+    unique = "compressor_user_" + sha256_file(source)[:12]
     if unique in sys.modules:
         return sys.modules[unique]
     spec = importlib.util.spec_from_file_location(unique, source)
@@ -305,6 +341,20 @@ def _load_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: Pat
             "check the architecture and its kwargs match the checkpoint"
         )
     model.load_state_dict(state, strict=True)
+
+
+def _check_runs_on_card_inputs(loaded: LoadedModel, path: Path) -> None:
+    """Run the model once on prior samples, so a card that does not fit the model fails here, clearly."""
+    try:
+        with torch.no_grad():
+            outputs = as_output_list(loaded.model(*sample_inputs(loaded.card, 2, seed=0).values()))
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path}: the model fails on inputs shaped as its card says ({type(exc).__name__}: {first_line(exc)}); "
+            "fix 'inputs' in the model card"
+        ) from exc
+    if not all(torch.isfinite(t).all() for t in outputs):
+        raise CheckpointError(f"{path}: the model outputs NaN/Inf on prior samples; check the weights and the card's prior")
 
 
 def _check_finite(model: nn.Module, path: Path) -> None:

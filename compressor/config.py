@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 
 from compressor.errors import ConfigError, UsageError, first_line, validation_summary
+from compressor.files import read_yaml
 from compressor.stages import AnyStageConfig
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -36,7 +37,7 @@ class ParitySettings(_Frozen):
 class BenchmarkSettings(_Frozen):
     """How the artifact is timed on its runtime."""
 
-    batch_sizes: list[int] = Field([1, 16], min_length=1, description="Batch sizes timed, one row each.")
+    batch_sizes: list[PositiveInt] = Field([1, 16], min_length=1, description="Batch sizes timed, one row each.")
     threads: int = Field(2, ge=1, description="Intra-op threads given to the runtime.")
     warmup: int = Field(10, ge=0, description="Untimed runs first.")
     runs: int = Field(50, ge=1, description="Timed runs; median and p90 are reported.")
@@ -45,7 +46,8 @@ class BenchmarkSettings(_Frozen):
 class Target(_Frozen):
     """A named piece of hardware: its runtime, what it runs fast and how to check and time artifacts on it."""
 
-    name: str
+    # The name is also the release folder's name (OUT/<name>/), so it must be a plain slug.
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Release folder name, e.g. cpu-x86.")
     aliases: list[str] = Field(default_factory=list, description="Short names accepted by --target.")
     description: str = ""
     runtime: Literal["onnxruntime"] = Field(description="Runtime the artifacts are built for.")
@@ -63,6 +65,16 @@ class Profile(_Frozen):
     name: str
     description: str = ""
     stages: list[AnyStageConfig] = Field(default_factory=list, description="Stages run in this order.")
+
+    @field_validator("stages")
+    @classmethod
+    def _one_stage_per_kind(cls, stages: list) -> list:
+        # `--set stages.<kind>.<field>` addresses a stage by its kind, so kinds must be unique.
+        kinds = [stage.kind for stage in stages]
+        repeated = sorted({kind for kind in kinds if kinds.count(kind) > 1})
+        if repeated:
+            raise ValueError(f"stage kind(s) {repeated} appear more than once; merge them into one entry")
+        return stages
 
 
 class ResolvedConfig(_Frozen):
@@ -89,7 +101,7 @@ def bundled(kind: Literal["targets", "profiles"]) -> dict[str, Path]:
     for path in sorted(data_dir(kind).glob("*.yaml")):
         found[path.stem] = path
         if kind == "targets":
-            for alias in (yaml.safe_load(path.read_text()) or {}).get("aliases", []):
+            for alias in read_yaml(path, "target").get("aliases", []):
                 found.setdefault(alias, path)
     return found
 
@@ -108,24 +120,14 @@ def find_file(kind: Literal["targets", "profiles"], name_or_path: str) -> Path:
     raise UsageError(f"unknown {kind[:-1]} '{name_or_path}'; known: {names} (or pass a path to a .yaml file)")
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({first_line(exc)}); fix the syntax") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return data
-
-
 def load_target(name_or_path: str) -> Target:
     path = find_file("targets", name_or_path)
-    return _validate(Target, read_yaml(path), path)
+    return _validate(Target, read_yaml(path, "target"), path)
 
 
 def load_profile(name_or_path: str) -> Profile:
     path = find_file("profiles", name_or_path)
-    return _validate(Profile, read_yaml(path), path)
+    return _validate(Profile, read_yaml(path, "profile"), path)
 
 
 def resolve(target: str, profile: str | None = None, sets: list[str] = (), seed: int = 0) -> ResolvedConfig:
@@ -133,7 +135,18 @@ def resolve(target: str, profile: str | None = None, sets: list[str] = (), seed:
     resolved_target = load_target(target)
     resolved_profile = load_profile(profile or resolved_target.default_profile)
     config = ResolvedConfig(seed=seed, target=resolved_target, profile=resolved_profile)
-    return apply_overrides(config, sets) if sets else config
+    config = apply_overrides(config, sets) if sets else config
+    _check_rewrites(config)
+    return config
+
+
+def _check_rewrites(config: ResolvedConfig) -> None:
+    from compressor.stages.rewrite import check_rewrite_names
+
+    check_rewrite_names(config.target.rewrites, f"target {config.target.name}: rewrites")
+    for stage in config.profile.stages:
+        if stage.kind == "rewrite" and stage.passes is not None:
+            check_rewrite_names(stage.passes, f"profile {config.profile.name}: stages.rewrite.passes")
 
 
 def apply_overrides(config: ResolvedConfig, sets: list[str]) -> ResolvedConfig:
@@ -144,12 +157,19 @@ def apply_overrides(config: ResolvedConfig, sets: list[str]) -> ResolvedConfig:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--set '{item}': expected key=value, e.g. --set target.benchmark.runs=20")
-        _assign(tree, key.strip(), yaml.safe_load(raw))
+        _assign(tree, key.strip(), _parse_value(item, raw))
     tree["profile"]["stages"] = list(tree["profile"]["stages"].values())
     try:
         return ResolvedConfig.model_validate(tree)
     except ValidationError as exc:
         raise UsageError(f"--set: invalid value: {validation_summary(exc)}") from exc
+
+
+def _parse_value(item: str, raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"--set '{item}': the value is not valid YAML ({first_line(exc)})") from exc
 
 
 def _addressable(config: ResolvedConfig) -> dict[str, Any]:

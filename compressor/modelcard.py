@@ -9,11 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import torch
-import yaml
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from compressor.errors import ConfigError, first_line, validation_summary
+from compressor.errors import ConfigError, validation_summary
+from compressor.files import read_yaml
+
+if TYPE_CHECKING:
+    import torch
 
 CARD_FILE = "compressor.yaml"
 
@@ -55,16 +59,15 @@ def load_card(path: Path) -> ModelCard:
     if not path.is_file():
         raise ConfigError(f"{path}: model card not found; write one like examples/digits-dcgan/{CARD_FILE}")
     try:
-        data = yaml.safe_load(path.read_text())
-        return ModelCard.model_validate(data)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({first_line(exc)}); fix the syntax") from exc
+        return ModelCard.model_validate(read_yaml(path, "model card"))
     except ValidationError as exc:
         raise ConfigError(f"{path}: invalid model card: {validation_summary(exc)}") from exc
 
 
 def sample_inputs(card: ModelCard, batch: int, seed: int) -> dict[str, torch.Tensor]:
     """Draw `batch` seeded samples of every input from its prior (the same seed gives the same tensors)."""
+    import torch  # here, so listing targets and profiles does not pay for importing torch
+
     generator = torch.Generator().manual_seed(seed)
     samples = {}
     for name, spec in card.inputs.items():
@@ -74,3 +77,8 @@ def sample_inputs(card: ModelCard, batch: int, seed: int) -> dict[str, torch.Ten
         else:
             samples[name] = torch.rand(shape, generator=generator) * 2 - 1
     return samples
+
+
+def as_output_list(output) -> list:
+    """A model's output as a list of tensors, whether it returned one tensor or a tuple/list of them."""
+    return list(output) if isinstance(output, (tuple, list)) else [output]

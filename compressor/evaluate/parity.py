@@ -8,6 +8,8 @@ import numpy as np
 import torch
 
 from compressor.config import ParitySettings
+from compressor.errors import ParityError
+from compressor.modelcard import as_output_list
 
 
 def check_parity(
@@ -22,10 +24,11 @@ def check_parity(
     """
     with torch.no_grad():
         expected = reference(*inputs.values())
-    expected = [t.numpy() for t in (expected if isinstance(expected, (tuple, list)) else [expected])]
+    expected = [t.numpy() for t in as_output_list(expected)]
     actual = runner({name: t.numpy() for name, t in inputs.items()})
-    if len(actual) != len(expected):
-        raise ValueError(f"artifact returned {len(actual)} outputs, the torch model {len(expected)}")
+    shapes = ([list(a.shape) for a in actual], [list(e.shape) for e in expected])
+    if shapes[0] != shapes[1]:
+        raise ParityError(f"artifact outputs have shapes {shapes[0]}, the torch model's {shapes[1]}; the export is broken")
     max_abs = max(float(np.abs(a - e).max()) for a, e in zip(actual, expected))
     scale = max(float(np.abs(e).max()) for e in expected)
     max_rel = max_abs / max(scale, 1e-12)

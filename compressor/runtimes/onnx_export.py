@@ -30,6 +30,7 @@ def export_onnx(model: nn.Module, card: ModelCard, path: Path, opset: int) -> Pa
                 _export_torchscript(model, example, card, path, opset)
             else:
                 _export_dynamo(eval_mode(model), example, card, path, opset)
+        _strip_source_locations(path)
         onnx.checker.check_model(str(path))
     except Exception as exc:
         raise ExportError(
@@ -69,6 +70,20 @@ def _export_torchscript(model: torch.jit.ScriptModule, example: tuple, card: Mod
         dynamic_axes={name: {0: "batch"} for name in names},
         opset_version=opset,
     )
+
+
+def _strip_source_locations(path: Path) -> None:
+    """Drop the stack traces the exporter records per node: they hold absolute paths, so the same model
+    exported from two folders would give different bytes. Module names and op provenance stay."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        node.doc_string = ""
+        kept = [p for p in node.metadata_props if p.key != "pkg.torch.onnx.stack_trace"]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
+    onnx.save(model, str(path))
 
 
 def _by_forward_argument(model: nn.Module, shapes: dict[str, dict]) -> dict[str, dict] | tuple[dict, ...]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +115,19 @@ def test_decoder_family_runs_too(decoder_folder, tmp_path):
     assert result.manifest["artifacts"]["model.onnx"]["parity"]["ok"]
     rewrite = result.manifest["stages"][1]
     assert rewrite["state"]["applied"]["fold_batchnorm"] == []  # GroupNorm is not folded
+
+
+@pytest.mark.slow
+def test_same_model_from_another_folder_gives_the_same_bytes(tmp_path):
+    """Exporters like to record source paths; an artifact must not depend on where the checkpoint lies.
+    The demo folder defines its class in its own model.py, as users do; with no rewrite, the user's own
+    module is what gets exported, with its source locations. Separate processes, as two CI runs would be."""
+    demo = Path(__file__).resolve().parents[2] / "examples" / "digits-vae"
+    digests = []
+    for place in ("a", "b/deeper"):
+        folder = shutil.copytree(demo, tmp_path / place / "model")
+        out = tmp_path / place / "out"
+        command = [sys.executable, "-m", "compressor", "run", str(folder), "--out", str(out), "--set", "stages.rewrite.passes=[]"]
+        subprocess.run(command + [f"--set={item}" for item in FAST], check=True, capture_output=True)
+        digests.append(hashlib.sha256((out / "cpu-x86" / "model.onnx").read_bytes()).hexdigest())
+    assert digests[0] == digests[1]

@@ -8,7 +8,9 @@ written under tmp_path.
 
 from __future__ import annotations
 
+import io
 import random
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -154,13 +156,16 @@ def test_torchscript_loads_with_card_beside_it(torchscript_pt: Path, model: nn.M
     assert_same_outputs(loaded.model, model)
 
 
-def test_torch_export_loads_and_infers_card_from_example_inputs(ckpt_dir: Path, model: nn.Module) -> None:
-    path = ckpt_dir / "model.pt2"
+def save_pt2(model: nn.Module, path: Path) -> Path:
     program = torch.export.export(
         model, (torch.randn(2, LATENT),), dynamic_shapes=({0: torch.export.Dim("batch")},)
     )
     torch.export.save(program, str(path))
-    loaded = load_checkpoint(path)
+    return path
+
+
+def test_torch_export_loads_and_infers_card_from_example_inputs(ckpt_dir: Path, model: nn.Module) -> None:
+    loaded = load_checkpoint(save_pt2(model, ckpt_dir / "model.pt2"))
     assert loaded.format == "torch.export"
     assert [spec.shape for spec in loaded.card.inputs.values()] == [(LATENT,)]
     assert_same_outputs(loaded.model, model, batch=3)  # a batch size other than the example's
@@ -302,6 +307,29 @@ def test_code_in_a_pickle_does_not_run_without_trust_pickle(tmp_path: Path, ckpt
     torch.save(TouchOnUnpickle(marker), path)
     assert "--trust-pickle" in load_error(path, arch=ARCH, card=card)
     assert not marker.exists()
+
+
+def _pt2_with_evil_sample_inputs(model: nn.Module, ckpt_dir: Path, marker: Path) -> Path:
+    """A .pt2 whose sample inputs were swapped for a payload: torch.export.load unpickles them unsafely."""
+    clean = save_pt2(model, ckpt_dir / "clean.pt2")
+    evil = ckpt_dir / "evil.pt2"
+    payload = io.BytesIO()
+    torch.save(TouchOnUnpickle(marker), payload)
+    with zipfile.ZipFile(clean) as src, zipfile.ZipFile(evil, "w") as dst:
+        for item in src.infolist():
+            is_inputs = "/data/sample_inputs/" in item.filename
+            dst.writestr(item, payload.getvalue() if is_inputs else src.read(item.filename))
+    return evil
+
+
+def test_code_in_a_pt2_does_not_run_without_trust_pickle(tmp_path: Path, ckpt_dir: Path, model: nn.Module) -> None:
+    marker = tmp_path / "pwned"
+    path = _pt2_with_evil_sample_inputs(model, ckpt_dir, marker)
+    assert "--trust-pickle" in load_error(path)
+    assert not marker.exists()
+    with pytest.raises(Exception):  # with --trust-pickle torch.export.load runs it (then fails on the inputs)
+        load_checkpoint(path, trust_pickle=True)
+    assert marker.exists()
 
 
 def test_code_in_a_pickle_payload_is_live(tmp_path: Path, ckpt_dir: Path, card: Path) -> None:

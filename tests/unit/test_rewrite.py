@@ -84,7 +84,7 @@ def test_stage_refuses_a_rewrite_that_changes_outputs(tmp_path, monkeypatch):
         RewriteConfig().run(model, _context(model, 8, tmp_path))
 
 
-def test_stage_records_an_untraceable_model_as_skipped(tmp_path):
+def test_stage_records_an_untraceable_model_as_skipped(tmp_path, caplog):
     class DataDependent(TinyGenerator):
         def forward(self, z):
             if z.sum() > 0:  # control flow on values: torch.fx cannot trace it
@@ -95,6 +95,12 @@ def test_stage_records_an_untraceable_model_as_skipped(tmp_path):
     result = RewriteConfig().run(model, _context(model, 8, tmp_path))
     assert "fold_batchnorm" in result.state["skipped"]
     assert result.model is model
+    assert "torch.fx cannot trace this model" in caplog.text  # the user is told, not only the manifest
+
+
+def test_unknown_rewrite_name_is_refused_when_resolving_the_config():
+    with pytest.raises(CompressorError, match=r"stages.rewrite.passes: unknown rewrite\(s\) \['teleport'\]"):
+        resolve("cpu", sets=["stages.rewrite.passes=[teleport]"])
 
 
 def test_unknown_rewrite_name_is_an_error(tmp_path):
