@@ -55,20 +55,26 @@ class RunResult:
 
 @dataclass
 class _Steps:
-    """Calls the optional progress callback around each step and records its duration."""
+    """Calls the optional progress callback around each step (start, then done or failed) and records its duration."""
 
     on_step: Callable[[str, str], None] | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
     def run(self, name: str, fn: Callable[[], Any]) -> Any:
-        if self.on_step:
-            self.on_step(name, "start")
+        self._tell(name, "start")
         start = time.perf_counter()
-        value = fn()
+        try:
+            value = fn()
+        except BaseException:
+            self._tell(name, "failed")
+            raise
         self.seconds[name] = time.perf_counter() - start
-        if self.on_step:
-            self.on_step(name, "done")
+        self._tell(name, "done")
         return value
+
+    def _tell(self, name: str, event: str) -> None:
+        if self.on_step:
+            self.on_step(name, event)
 
 
 def plan(config: RunConfig) -> dict[str, Any]:

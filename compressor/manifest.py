@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -80,6 +81,9 @@ class ReleaseFolder:
         if not existing.is_dir() or not os.access(existing, os.W_OK):
             reason = "not a folder" if not existing.is_dir() else "permission denied"
             raise OutputError(f"{self.root}: output folder cannot be written ({existing}: {reason}); pass --out to a writable folder")
+        if self.final.exists() and not (self.final / MANIFEST_FILE).is_file():
+            # Only a previous release may be replaced: never delete a folder compressor did not write.
+            raise OutputError(f"{self.final}: exists and is not a compressor release; move it away or pass another --out")
 
     def __enter__(self) -> Path:
         try:
@@ -100,11 +104,27 @@ class ReleaseFolder:
         return False
 
     def _swap_into_place(self) -> None:
-        """Move the finished folder into place; the old release is removed only after the new one is there."""
+        """Move the finished folder into place; the old release is removed only after the new one is there.
+
+        Ctrl-C and SIGTERM are held back for the two renames, so no interruption can fall between them;
+        if the second rename fails, the old release is put back.
+        """
         old = None
-        if self.final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.old-", dir=self.root))
-            os.replace(self.final, old / self.final.name)
-        os.replace(self.work, self.final)
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            if self.final.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.old-", dir=self.root)) / self.final.name
+                os.replace(self.final, old)
+            try:
+                os.replace(self.work, self.final)
+            except OSError:
+                if old is not None:
+                    os.replace(old, self.final)
+                    old.parent.rmdir()
+                    old = None
+                shutil.rmtree(self.work, ignore_errors=True)
+                raise
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a held-back Ctrl-C is delivered here
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(old.parent, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Render a manifest as report.md: the model, the configuration, each artifact's parity and latency, the stages."""
+"""Render a manifest as report.md: the model, the configuration, each artifact's parity and latency, the steps."""
 
 from __future__ import annotations
 
@@ -7,42 +7,44 @@ from typing import Any
 
 REPORT_FILE = "report.md"
 
+Manifest = dict[str, Any]
 
-def write_report(manifest: dict[str, Any], path: Path) -> Path:
+
+def write_report(manifest: Manifest, path: Path) -> Path:
     path.write_text(render(manifest))
     return path
 
 
-def render(manifest: dict[str, Any]) -> str:
-    sections = [_title(manifest), _model(manifest), _artifacts(manifest), _latency(manifest), _stages(manifest), _provenance(manifest)]
-    return "\n\n".join(s for s in sections if s) + "\n"
+def render(manifest: Manifest) -> str:
+    sections = (_title, _input_model, _artifacts, _latency, _steps, _provenance)
+    return "\n\n".join(text for text in (section(manifest) for section in sections) if text) + "\n"
 
 
-def _title(m: dict[str, Any]) -> str:
-    card = m["model"]["card"]
-    target = m["config"]["target"]
+def _title(manifest: Manifest) -> str:
+    card = manifest["model"]["card"]
+    target = manifest["config"]["target"]
     return (
         f"# {card['name']} for {target['name']}\n\n"
-        f"Status: **{m.get('status', 'unknown')}**. Profile `{m['config']['profile']['name']}`, "
-        f"runtime `{target['runtime']}`, seed {m['seed']}, config `{m['config_sha256'][:12]}`."
+        f"Status: **{manifest.get('status', 'unknown')}**. Profile `{manifest['config']['profile']['name']}`, "
+        f"runtime `{target['runtime']}`, seed {manifest['seed']}, config `{manifest['config_sha256'][:12]}`."
     )
 
 
-def _model(m: dict[str, Any]) -> str:
-    model = m["model"]
+def _input_model(manifest: Manifest) -> str:
+    model = manifest["model"]
     inputs = ", ".join(f"`{name}` {spec['shape']} ~ {spec['prior']}" for name, spec in model["card"]["inputs"].items())
     return (
         "## Input model\n\n"
-        f"| parameters | MACs per sample | fp32 size | inputs |\n|---|---|---|---|\n"
-        f"| {model['parameters']:,} | {model['macs_per_sample']:,} | {_mb(model['fp32_bytes'])} | {inputs} |"
+        "| parameters | MACs per sample | fp32 size | inputs |\n|---|---|---|---|\n"
+        f"| {model['parameters']:,} | {model['macs_per_sample']:,} | {_megabytes(model['fp32_bytes'])} | {inputs} |"
     )
 
 
-def _artifacts(m: dict[str, Any]) -> str:
+def _artifacts(manifest: Manifest) -> str:
     rows = [
-        f"| `{name}` | {a['runtime']} | {a['precision']} | {_mb(a['bytes'])} | "
-        f"{_parity(a.get('parity'))} | `{a['sha256'][:16]}` |"
-        for name, a in m.get("artifacts", {}).items()
+        f"| `{name}` | {artifact['runtime']} | {artifact['precision']} | {_megabytes(artifact['bytes'])} | "
+        f"{_parity_cell(artifact.get('parity'))} | `{artifact['sha256'][:16]}` |"
+        for name, artifact in manifest.get("artifacts", {}).items()
     ]
     if not rows:
         return ""
@@ -50,21 +52,24 @@ def _artifacts(m: dict[str, Any]) -> str:
     return header + "\n".join(rows)
 
 
-def _parity(p: dict[str, Any] | None) -> str:
-    if not p:
+def _parity_cell(parity: dict[str, Any] | None) -> str:
+    if not parity:
         return "not checked"
-    verdict = "pass" if p["ok"] else "**FAIL**"
-    return f"{verdict}: max abs {p['max_abs_error']:.2e}, rel {p['max_rel_error']:.2e} ({p['samples']} samples)"
+    verdict = "pass" if parity["ok"] else "**FAIL**"
+    return (
+        f"{verdict}: max abs {parity['max_abs_error']:.2e}, rel {parity['max_rel_error']:.2e} "
+        f"({parity['samples']} samples)"
+    )
 
 
-def _latency(m: dict[str, Any]) -> str:
+def _latency(manifest: Manifest) -> str:
     rows = []
-    for name, a in m.get("artifacts", {}).items():
-        latency = a.get("latency") or {}
-        for batch, s in latency.get("batches", {}).items():
+    for name, artifact in manifest.get("artifacts", {}).items():
+        latency = artifact.get("latency") or {}
+        for batch, stats in latency.get("batches", {}).items():
             rows.append(
-                f"| `{name}` | {batch} | {s['median_ms']:.3f} | {s['p90_ms']:.3f} | {s['per_sample_ms']:.4f} | "
-                f"{latency['threads']} | {s['runs']} |"
+                f"| `{name}` | {batch} | {stats['median_ms']:.3f} | {stats['p90_ms']:.3f} | "
+                f"{stats['per_sample_ms']:.4f} | {latency['threads']} | {stats['runs']} |"
             )
     if not rows:
         return ""
@@ -75,29 +80,31 @@ def _latency(m: dict[str, Any]) -> str:
     return header + "\n".join(rows)
 
 
-def _stages(m: dict[str, Any]) -> str:
-    rows = [f"| {s['name']} | {s['seconds']:.2f} | {_brief(s)} |" for s in m.get("stages", [])]
+def _steps(manifest: Manifest) -> str:
+    rows = [f"| {step['name']} | {step['seconds']:.2f} | {_step_notes(step)} |" for step in manifest.get("stages", [])]
     return "## Steps\n\n| step | seconds | notes |\n|---|---|---|\n" + "\n".join(rows)
 
 
-def _brief(stage: dict[str, Any]) -> str:
+def _step_notes(step: dict[str, Any]) -> str:
     """One cell of what a step did: what it changed or skipped, or its headline metric."""
-    state = stage.get("state") or {}
+    state = step.get("state") or {}
     notes = [f"{name}: {len(changed)} change(s)" for name, changed in state.get("applied", {}).items()]
     notes += [f"{name} skipped ({why})" for name, why in state.get("skipped", {}).items()]
-    if "relative_change" in stage.get("metrics", {}):
-        notes.append(f"max relative output change {stage['metrics']['relative_change']:.1e}")
-    return "; ".join(notes) or ""
+    if "relative_change" in step.get("metrics", {}):
+        notes.append(f"max relative output change {step['metrics']['relative_change']:.1e}")
+    return "; ".join(notes)
 
 
-def _provenance(m: dict[str, Any]) -> str:
-    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if k != "platform")
+def _provenance(manifest: Manifest) -> str:
+    versions = manifest["versions"]
+    listed = ", ".join(f"{name} {version}" for name, version in versions.items() if name != "platform")
+    source = manifest["input"]
     return (
         "## Provenance\n\n"
-        f"- input `{m['input']['path']}` ({m['input']['format']}), sha256 `{m['input']['sha256']}`\n"
-        f"- versions: {versions}\n- platform: {m['versions']['platform']}"
+        f"- input `{source['path']}` ({source['format']}), sha256 `{source['sha256']}`\n"
+        f"- versions: {listed}\n- platform: {versions['platform']}"
     )
 
 
-def _mb(size: int) -> str:
+def _megabytes(size: int) -> str:
     return f"{size / 1e6:.2f} MB"

@@ -83,6 +83,7 @@ def write_model_folder(folder: Path, kind: str = "generator", seed: int = 0) -> 
     cls, latent = (TinyGenerator, 8) if kind == "generator" else (TinyDecoder, 4)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "model.py").write_text(f"from compressor.testing.models import {cls.__name__}\n")
+    torch.manual_seed(seed)  # the initial weights too, so every process writes the same folder
     model = randomized(cls(latent_dim=latent), seed)
     save_file(model.state_dict(), str(folder / "weights.safetensors"))
     card = card_dict(f"tiny-{kind}", latent) | {

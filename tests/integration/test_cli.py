@@ -40,6 +40,9 @@ def _one_line_error(err: str) -> str:
         (["run", "{model}", "--profile", "turbo"], 2, "unknown profile 'turbo'; known: balanced"),
         (["run", "{model}", "--set", "stages.rewrite.colour=red"], 2, "unknown key 'colour'"),
         (["run", "{model}", "--out", "{blocker}/out"], 1, "output folder cannot be written"),
+        (["run", "{model}", "--set", "x=[unclosed"], 2, "the value is not valid YAML"),
+        (["run", "{model}", "--set", "target.benchmark.batch_sizes=[0]"], 2, "greater than 0"),
+        (["run", "{model}", "--set", "target.name=../../elsewhere"], 2, "target.name"),
         (["inspect", "{tmp}/absent.pt"], 1, "no such file or folder"),
     ],
 )
@@ -50,6 +53,18 @@ def test_bad_input_exits_with_one_line(capsys, monkeypatch, tmp_path, generator_
     rc, _, err = cli(capsys, monkeypatch, *args)
     assert rc == code
     assert expected in _one_line_error(err)
+
+
+def test_unexpected_failure_is_still_one_line(capsys, monkeypatch, generator_folder):
+    from compressor import api
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("library exploded\nwith a long story")
+
+    monkeypatch.setattr(api, "run", broken)
+    rc, _, err = cli(capsys, monkeypatch, "run", generator_folder)
+    assert rc == 1
+    assert "unexpected RuntimeError: library exploded; rerun with --debug" in _one_line_error(err)
 
 
 def test_corrupt_checkpoint_via_cli(capsys, monkeypatch, tmp_path, generator_folder):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -66,3 +67,30 @@ def test_reading_a_missing_or_broken_manifest_is_a_clear_error(tmp_path):
     (tmp_path / "manifest.json").write_text("{broken")
     with pytest.raises(OutputError, match="not a valid manifest"):
         read_manifest(tmp_path)
+
+
+def test_a_folder_that_is_not_a_release_is_never_replaced(tmp_path):
+    precious = tmp_path / "out" / "cpu-x86"
+    precious.mkdir(parents=True)
+    (precious / "thesis.tex").write_text("years of work")
+    release = ReleaseFolder(tmp_path / "out", "cpu-x86")
+    with pytest.raises(OutputError, match="is not a compressor release"):
+        release.preflight()
+    assert (precious / "thesis.tex").read_text() == "years of work"
+
+
+def test_failed_final_rename_puts_the_old_release_back(old_release, monkeypatch):
+    before = _snapshot(old_release)
+    real_replace = os.replace
+
+    def failing_second_rename(src, dst):
+        if ".partial-" in str(src):
+            raise OSError("disk on fire")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_second_rename)
+    with pytest.raises(OSError, match="disk on fire"):
+        with ReleaseFolder(old_release.parent, "cpu-x86") as work:
+            (work / "model.onnx").write_bytes(b"new")
+    assert _snapshot(old_release) == before
+    assert sorted(p.name for p in old_release.parent.iterdir()) == ["cpu-x86"]
