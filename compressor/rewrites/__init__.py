@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from compressor.rewrites.convtranspose import decompose_convtranspose
 from compressor.rewrites.fold_batchnorm import fold_batchnorm
 
-REWRITES = {"fold_batchnorm": fold_batchnorm}
+REWRITES = {"fold_batchnorm": fold_batchnorm, "decompose_convtranspose": decompose_convtranspose}

@@ -13,6 +13,8 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from compressor.rewrites.graph import finish, replace_module
+
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -34,14 +36,11 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, list[str]]:
         fused = _fuse(modules[producer.target], batchnorm, through_reshape)
         if fused is None:
             continue
-        _replace_module(graph_module, producer.target, fused)
+        replace_module(graph_module, producer.target, fused)
         node.replace_all_uses_with(node.args[0])
         graph_module.graph.erase_node(node)
         folded.append(node.target)
-    graph_module.graph.lint()
-    graph_module.delete_all_unused_submodules()
-    graph_module.recompile()
-    return graph_module, folded
+    return finish(graph_module), folded
 
 
 def _producer(bn_node: fx.Node) -> tuple[fx.Node | None, bool]:
@@ -90,9 +89,3 @@ def _fuse_linear_into_channels(linear: nn.Linear, batchnorm: nn.Module) -> nn.Li
     bias = linear.bias if linear.bias is not None else torch.zeros_like(shift_rows)
     fused.bias.copy_(bias * scale_rows + shift_rows)
     return fused.eval()
-
-
-def _replace_module(root: nn.Module, qualified_name: str, new: nn.Module) -> None:
-    parent_name, _, child = qualified_name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)

@@ -30,7 +30,7 @@ def export_onnx(model: nn.Module, card: ModelCard, path: Path, opset: int) -> Pa
                 _export_torchscript(model, example, card, path, opset)
             else:
                 _export_dynamo(eval_mode(model), example, card, path, opset)
-        _strip_source_locations(path)
+        _clean_up(path)
         onnx.checker.check_model(str(path))
     except Exception as exc:
         raise ExportError(
@@ -72,10 +72,13 @@ def _export_torchscript(model: torch.jit.ScriptModule, example: tuple, card: Mod
     )
 
 
-def _strip_source_locations(path: Path) -> None:
-    """Drop the stack traces the exporter records per node: they hold absolute paths, so the same model
-    exported from two folders would give different bytes. Module names and op provenance stay."""
+def _clean_up(path: Path) -> None:
+    """Exact graph clean-ups (see onnx_graph.py), and drop the stack traces the exporter records per node:
+    they hold absolute paths, so the same model exported from two folders would give different bytes.
+    Module names and op provenance stay."""
     import onnx
+
+    from compressor.runtimes.onnx_graph import fold_pads_into_convs
 
     model = onnx.load(str(path))
     for node in model.graph.node:
@@ -83,6 +86,7 @@ def _strip_source_locations(path: Path) -> None:
         kept = [p for p in node.metadata_props if p.key != "pkg.torch.onnx.stack_trace"]
         del node.metadata_props[:]
         node.metadata_props.extend(kept)
+    fold_pads_into_convs(model)
     onnx.save(model, str(path))
 
 
