@@ -28,7 +28,8 @@ from compressor.summary import summarize
 # Seed offsets keep the latents of each use apart (parity never sees the benchmark's inputs, etc.).
 PARITY_SEED_OFFSET = 1_000
 BENCHMARK_SEED_OFFSET = 2_000
-PIPELINE_TAIL = ("export", "parity", "benchmark", "report")
+FP32_ARTIFACT = "model.fp32.onnx"  # kept beside the quantized artifact as its baseline
+FINAL_ARTIFACT = "model.onnx"
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,18 @@ def plan(config: RunConfig) -> dict[str, Any]:
         "release_dir": str(Path(config.out) / resolved.target.name),
         "config_sha256": resolved.sha256(),
         "config": resolved.model_dump(mode="json"),
-        "steps": ["load", *(stage.kind for stage in resolved.profile.stages), *PIPELINE_TAIL],
+        "steps": _planned_steps(resolved),
     }
+
+
+def _planned_steps(resolved: ResolvedConfig) -> list[str]:
+    stages = resolved.profile.stages
+    artifact_stages = [stage.kind for stage in stages if stage.after_export]
+    fp32 = FP32_ARTIFACT if artifact_stages else FINAL_ARTIFACT
+    checks = [f"parity {fp32}", f"benchmark {fp32}"]
+    if artifact_stages:
+        checks += [*artifact_stages, f"parity {FINAL_ARTIFACT}", f"benchmark {FINAL_ARTIFACT}"]
+    return ["load", *(stage.kind for stage in stages if not stage.after_export), "export", *checks, "report"]
 
 
 def run(config: RunConfig, on_step: Callable[[str, str], None] | None = None) -> RunResult:
@@ -99,43 +110,64 @@ def run(config: RunConfig, on_step: Callable[[str, str], None] | None = None) ->
     loaded = steps.run("load", lambda: _load(config))
     with release as work:
         manifest = Manifest(work / MANIFEST_FILE, _header(config, resolved, loaded))
+        manifest.data["artifacts"] = {}
         manifest.add_stage("load", steps.seconds["load"], metrics={"format": loaded.format})
         ctx = RunContext.create(loaded.model, loaded.card, resolved, work)
-        model = _run_stages(loaded.model, ctx, steps, manifest)
-        _export_and_check(model, runtime, ctx, steps, manifest)
+        model = _run_torch_stages(loaded.model, ctx, steps, manifest)
+        artifact_stages = [stage for stage in resolved.profile.stages if stage.after_export]
+        fp32 = _export(model, runtime, ctx, steps, manifest, FP32_ARTIFACT if artifact_stages else FINAL_ARTIFACT)
+        _check_and_time(fp32, "fp32", None, runtime, ctx, steps, manifest)
+        for stage in artifact_stages:
+            result = steps.run(stage.kind, lambda: stage.run_on_artifact(fp32, ctx, runtime))
+            _record_stage(stage, result, steps, manifest, ctx)
+            for path in result.artifacts.values():
+                _check_and_time(path, "int8", stage.min_psnr, runtime, ctx, steps, manifest)
         manifest.data["status"] = "complete"
         manifest.write()
         steps.run("report", lambda: write_report(manifest.data, work / REPORT_FILE))
     return RunResult(release_dir=release.final, manifest=manifest.data, report=release.final / REPORT_FILE)
 
 
-def _run_stages(model: torch.nn.Module, ctx: RunContext, steps: _Steps, manifest: Manifest) -> torch.nn.Module:
-    """The profile's stages in order, each recorded in the manifest as soon as it ends."""
+def _run_torch_stages(model: torch.nn.Module, ctx: RunContext, steps: _Steps, manifest: Manifest) -> torch.nn.Module:
+    """The profile's torch-side stages in order, each recorded in the manifest as soon as it ends."""
     for stage in ctx.config.profile.stages:
+        if stage.after_export:
+            continue
         result = steps.run(stage.kind, lambda: stage.run(model, ctx))
         model = result.model
-        manifest.add_stage(
-            stage.kind, steps.seconds[stage.kind], config=stage.model_dump(mode="json"),
-            state=result.state, metrics=result.metrics, artifacts=_describe(result.artifacts, ctx.work_dir),
-        )
+        _record_stage(stage, result, steps, manifest, ctx)
     return model
 
 
-def _export_and_check(model: torch.nn.Module, runtime, ctx: RunContext, steps: _Steps, manifest: Manifest) -> None:
-    """Export for the target's runtime, check parity against the original model (fail the run if it
-    disagrees), then time it; each step lands in the manifest's artifact record."""
-    target, card = ctx.config.target, ctx.card
-    artifact = steps.run("export", lambda: runtime.export(model, card, target, ctx.work_dir))
-    record = {"file": artifact.name, "runtime": target.runtime, "precision": "fp32", **_file_facts(artifact)}
-    manifest.data["artifacts"] = {artifact.name: record}
+def _record_stage(stage, result, steps: _Steps, manifest: Manifest, ctx: RunContext) -> None:
+    manifest.add_stage(
+        stage.kind, steps.seconds[stage.kind], config=stage.model_dump(mode="json"),
+        state=result.state, metrics=result.metrics, artifacts=_describe(result.artifacts, ctx.work_dir),
+    )
+
+
+def _export(model: torch.nn.Module, runtime, ctx: RunContext, steps: _Steps, manifest: Manifest, name: str) -> Path:
+    artifact = steps.run("export", lambda: runtime.export(model, ctx.card, ctx.config.target, ctx.work_dir / name))
     manifest.add_stage("export", steps.seconds["export"], artifacts={artifact.name: _file_facts(artifact)})
-    record["parity"] = steps.run("parity", lambda: _parity(runtime, artifact, ctx))
-    manifest.add_stage("parity", steps.seconds["parity"], metrics=record["parity"])
+    return artifact
+
+
+def _check_and_time(
+    artifact: Path, precision: str, min_psnr: float | None, runtime, ctx: RunContext, steps: _Steps, manifest: Manifest
+) -> None:
+    """Compare the artifact with the original torch model (fail the run if it disagrees), then time it;
+    both land in the manifest's record of that artifact."""
+    target = ctx.config.target
+    record = {"file": artifact.name, "runtime": target.runtime, "precision": precision, **_file_facts(artifact)}
+    manifest.data["artifacts"][artifact.name] = record
+    check, bench = f"parity {artifact.name}", f"benchmark {artifact.name}"
+    record["parity"] = steps.run(check, lambda: _parity(runtime, artifact, ctx, min_psnr))
+    manifest.add_stage(check, steps.seconds[check], metrics=record["parity"])
     if not record["parity"]["ok"]:
         raise ParityError(_parity_message(artifact, record["parity"]))
     seed = ctx.config.seed + BENCHMARK_SEED_OFFSET
-    record["latency"] = steps.run("benchmark", lambda: runtime.benchmark(artifact, card, target, seed))
-    manifest.add_stage("benchmark", steps.seconds["benchmark"], metrics=record["latency"])
+    record["latency"] = steps.run(bench, lambda: runtime.benchmark(artifact, ctx.card, target, seed))
+    manifest.add_stage(bench, steps.seconds[bench], metrics=record["latency"])
 
 
 def _resolve(config: RunConfig) -> ResolvedConfig:
@@ -164,13 +196,20 @@ def _header(config: RunConfig, resolved: ResolvedConfig, loaded: LoadedModel) ->
     }
 
 
-def _parity(runtime, artifact: Path, ctx: RunContext) -> dict[str, Any]:
+def _parity(runtime, artifact: Path, ctx: RunContext, min_psnr: float | None) -> dict[str, Any]:
     settings = ctx.config.target.parity
     runner = runtime.load(artifact, ctx.config.target)
-    return check_parity(ctx.reference, runner, ctx.samples(settings.samples, PARITY_SEED_OFFSET), settings)
+    inputs = ctx.samples(settings.samples, PARITY_SEED_OFFSET)
+    value_range = next(iter(ctx.card.outputs.values())).range
+    return check_parity(ctx.reference, runner, inputs, settings, min_psnr=min_psnr, value_range=value_range)
 
 
 def _parity_message(artifact: Path, parity: dict[str, Any]) -> str:
+    if parity.get("min_psnr") is not None:
+        return (
+            f"{artifact.name}: PSNR vs the torch model is {parity['psnr_db']:.1f} dB, below the required "
+            f"{parity['min_psnr']:.1f} dB; try --set stages.ptq.method=minmax, or drop the ptq stage"
+        )
     return (
         f"{artifact.name}: output differs from the torch model by {parity['max_abs_error']:.3g} "
         f"(allowed {parity['atol']:.1g} + {parity['rtol']:.1g} x output scale); "

@@ -201,7 +201,10 @@ def _print_outcome(result) -> None:
     artifacts = result.manifest["artifacts"]
     for name, record in artifacts.items():
         parity = record["parity"]
-        typer.echo(f"{name}: {record['bytes'] / 1e6:.2f} MB, parity max abs error {parity['max_abs_error']:.2e}")
+        typer.echo(
+            f"{name} ({record['precision']}): {record['bytes'] / 1e6:.2f} MB, vs torch: PSNR {parity['psnr_db']:.1f} dB, "
+            f"max abs error {parity['max_abs_error']:.2e}"
+        )
         for batch, stats in record["latency"]["batches"].items():
             typer.echo(f"  batch {batch}: median {stats['median_ms']:.3f} ms, p90 {stats['p90_ms']:.3f} ms")
     typer.echo(f"release: {result.release_dir}")

@@ -43,6 +43,16 @@ class BenchmarkSettings(_Frozen):
     runs: int = Field(50, ge=1, description="Timed runs; median and p90 are reported.")
 
 
+class QuantizationRules(_Frozen):
+    """How the target's runtime wants int8 tensors laid out to run them fast."""
+
+    activations: Literal["uint8", "int8"] = Field(
+        "uint8", description="Activation type: ORT x86 fuses uint8 activations with int8 weights (U8S8)."
+    )
+    activation_symmetric: bool = Field(False, description="Zero point fixed at 0 (TensorRT needs it).")
+    weight_per_channel: bool = Field(True, description="One int8 scale per output channel.")
+
+
 class Target(_Frozen):
     """A named piece of hardware: its runtime, what it runs fast and how to check and time artifacts on it."""
 
@@ -55,6 +65,7 @@ class Target(_Frozen):
     rewrites: list[str] = Field(default_factory=list, description="Graph rewrites its runtime needs, in order.")
     default_profile: str = "balanced"
     opset: int = Field(20, description="ONNX opset of the exported artifact.")
+    quantization: QuantizationRules = QuantizationRules()
     parity: ParitySettings = ParitySettings()
     benchmark: BenchmarkSettings = BenchmarkSettings()
 
@@ -74,6 +85,9 @@ class Profile(_Frozen):
         repeated = sorted({kind for kind in kinds if kinds.count(kind) > 1})
         if repeated:
             raise ValueError(f"stage kind(s) {repeated} appear more than once; merge them into one entry")
+        after = [stage.after_export for stage in stages]
+        if after != sorted(after):  # the artifact-side stages (ptq) work on the export, which comes last
+            raise ValueError("stages that work on the exported artifact (ptq) must come after all the others")
         return stages
 
 

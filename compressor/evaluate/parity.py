@@ -9,6 +9,7 @@ import torch
 
 from compressor.config import ParitySettings
 from compressor.errors import ParityError
+from compressor.evaluate.paired import data_range_of, psnr
 from compressor.modelcard import as_output_list
 
 
@@ -17,10 +18,13 @@ def check_parity(
     runner: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
     inputs: dict[str, torch.Tensor],
     settings: ParitySettings,
-) -> dict[str, float | bool]:
+    min_psnr: float | None = None,
+    value_range: tuple[float, float] | None = None,
+) -> dict[str, float | bool | None]:
     """Largest absolute error, and that error relative to the reference's largest magnitude.
 
-    Passes when max_abs <= atol + rtol * max|reference| (numpy.allclose's rule, applied to the whole output).
+    An fp32 artifact passes when max_abs <= atol + rtol * max|reference| (numpy.allclose's rule, applied to
+    the whole output); a quantized one (min_psnr given) when its PSNR vs the reference reaches min_psnr.
     """
     with torch.no_grad():
         expected = reference(*inputs.values())
@@ -32,11 +36,15 @@ def check_parity(
     max_abs = max(float(np.abs(a - e).max()) for a, e in zip(actual, expected))
     scale = max(float(np.abs(e).max()) for e in expected)
     max_rel = max_abs / max(scale, 1e-12)
+    worst_psnr = min(psnr(e, a, data_range_of(value_range, e)) for a, e in zip(actual, expected))
+    within_tolerance = max_abs <= settings.atol + settings.rtol * scale
     return {
         "max_abs_error": max_abs,
         "max_rel_error": max_rel,
         "atol": settings.atol,
         "rtol": settings.rtol,
         "samples": int(next(iter(inputs.values())).shape[0]),
-        "ok": bool(max_abs <= settings.atol + settings.rtol * scale),
+        "psnr_db": worst_psnr,
+        "min_psnr": min_psnr,
+        "ok": bool(within_tolerance if min_psnr is None else worst_psnr >= min_psnr),
     }

@@ -56,8 +56,9 @@ def _parity_cell(parity: dict[str, Any] | None) -> str:
     if not parity:
         return "not checked"
     verdict = "pass" if parity["ok"] else "**FAIL**"
+    required = f" (required {parity['min_psnr']:.1f})" if parity.get("min_psnr") is not None else ""
     return (
-        f"{verdict}: max abs {parity['max_abs_error']:.2e}, rel {parity['max_rel_error']:.2e} "
+        f"{verdict}: PSNR {parity['psnr_db']:.1f} dB{required}, max abs {parity['max_abs_error']:.2e} "
         f"({parity['samples']} samples)"
     )
 

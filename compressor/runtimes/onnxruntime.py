@@ -13,9 +13,6 @@ from compressor.evaluate.latency import time_callable
 from compressor.modelcard import ModelCard, sample_inputs
 from compressor.runtimes.onnx_export import export_onnx
 
-ARTIFACT = "model.onnx"
-
-
 def unavailable_reason() -> str | None:
     try:
         import onnxruntime  # noqa: F401
@@ -24,8 +21,14 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def export(model: nn.Module, card: ModelCard, target: Target, out_dir: Path) -> Path:
-    return export_onnx(model, card, Path(out_dir) / ARTIFACT, opset=target.opset)
+def export(model: nn.Module, card: ModelCard, target: Target, path: Path) -> Path:
+    return export_onnx(model, card, Path(path), opset=target.opset)
+
+
+def quantize(fp32: Path, out: Path, batches, target: Target, method: str, percentile: float) -> Path:
+    from compressor.runtimes.onnxruntime_quantize import quantize as quantize_static
+
+    return quantize_static(fp32, out, batches, target, method, percentile)
 
 
 def load(artifact: Path, target: Target) -> Callable[[dict[str, np.ndarray]], list[np.ndarray]]:

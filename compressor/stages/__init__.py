@@ -6,8 +6,9 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
+from compressor.stages.ptq import PTQConfig
 from compressor.stages.rewrite import RewriteConfig
 
-STAGE_CONFIGS = (RewriteConfig,)
+STAGE_CONFIGS = (RewriteConfig, PTQConfig)
 
 AnyStageConfig = Annotated[Union[STAGE_CONFIGS], Field(discriminator="kind")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -29,6 +29,9 @@ class StageConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: str
+    # Stages that transform the exported artifact (e.g. the runtime's own quantizer) rather than the torch
+    # model set this and implement run_on_artifact(artifact, ctx, runtime); they run after export.
+    after_export: ClassVar[bool] = False
 
     def run(self, model: nn.Module, ctx: RunContext) -> StageResult:  # pragma: no cover - abstract
         raise NotImplementedError

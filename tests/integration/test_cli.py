@@ -14,7 +14,7 @@ import pytest
 
 from compressor.cli import main
 
-FAST = ["--set", "target.benchmark.runs=3", "--set", "target.benchmark.warmup=1"]
+FAST = ["--set", "target.benchmark.runs=3", "--set", "target.benchmark.warmup=1", "--set", "stages.ptq.samples=32"]
 
 
 def cli(capsys, monkeypatch, *args):
@@ -79,7 +79,10 @@ def test_dry_run_prints_plan_and_writes_nothing(capsys, monkeypatch, tmp_path, g
     rc, out, _ = cli(capsys, monkeypatch, "run", generator_folder, "--out", tmp_path / "out", "--dry-run", *FAST)
     plan = json.loads(out)
     assert rc == 0
-    assert plan["steps"] == ["load", "rewrite", "export", "parity", "benchmark", "report"]
+    assert plan["steps"] == [
+        "load", "rewrite", "export", "parity model.fp32.onnx", "benchmark model.fp32.onnx",
+        "ptq", "parity model.onnx", "benchmark model.onnx", "report",
+    ]
     assert plan["config"]["target"]["benchmark"]["runs"] == 3
     assert not (tmp_path / "out").exists()
 
@@ -101,7 +104,7 @@ def test_inspect_json(capsys, monkeypatch, generator_folder):
     [
         (["targets"], "cpu-x86 (alias cpu): onnxruntime"),
         (["targets", "show", "cpu"], '"runtime": "onnxruntime"'),
-        (["profiles"], "balanced: stages ['rewrite']"),
+        (["profiles"], "balanced: stages ['rewrite', 'ptq']"),
         (["profiles", "show", "balanced"], '"kind": "rewrite"'),
         (["doctor"], "ok  runtime onnxruntime"),
         (["targets", "schema"], '"runtime"'),
@@ -123,8 +126,10 @@ def test_importing_the_cli_stays_light():
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupting_a_real_run_leaves_previous_release_untouched(tmp_path, generator_folder, signum):
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "compressor", "run", str(generator_folder), "--out", str(out)]
-    subprocess.run(command + FAST, check=True, capture_output=True)
+    profile = tmp_path / "export-only.yaml"
+    profile.write_text("name: export-only\nstages:\n  - {kind: rewrite}\n")
+    command = [sys.executable, "-m", "compressor", "run", str(generator_folder), "--out", str(out), "--profile", str(profile)]
+    subprocess.run(command + FAST[:4], check=True, capture_output=True)
     release = out / "cpu-x86"
     before = {p.name: p.read_bytes() for p in release.iterdir()}
     # A benchmark long enough to be interrupted in the middle of it.
@@ -136,12 +141,16 @@ def test_interrupting_a_real_run_leaves_previous_release_untouched(tmp_path, gen
         # terminal's Ctrl-C never does, so give the child the default disposition a terminal gives.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    deadline = time.monotonic() + 60
-    while not any((p / "model.onnx").exists() for p in out.glob(".cpu-x86.partial-*")):
-        assert time.monotonic() < deadline and proc.poll() is None, "the run never reached its export"
-        time.sleep(0.1)
-    time.sleep(0.5)
-    proc.send_signal(signum)
-    assert proc.wait(timeout=30) == 130
+    try:
+        deadline = time.monotonic() + 60
+        while not any(p.glob("*.onnx") for p in out.glob(".cpu-x86.partial-*")):
+            assert time.monotonic() < deadline and proc.poll() is None, "the run never reached its export"
+            time.sleep(0.1)
+        time.sleep(0.5)
+        proc.send_signal(signum)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        proc.kill()  # never leave a million-run benchmark behind when the test fails
+        proc.wait()
     assert {p.name: p.read_bytes() for p in release.iterdir()} == before
     assert sorted(os.listdir(out)) == ["cpu-x86"]

@@ -14,6 +14,9 @@ from compressor.modelcard import sample_inputs
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DEMOS = ["digits-dcgan", "digits-vae"]
+# int8 / fp32 file size. Issue 3 asks 0.30x of the DCGAN; the VAE decoder is small enough (0.14M
+# parameters) that int32 biases and per-channel scales weigh more (measured 0.37x).
+SIZE_RATIO = {"digits-dcgan": 0.30, "digits-vae": 0.40}
 
 
 def _real_digits() -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,8 +57,9 @@ def test_demo_checkpoint_is_really_trained(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", DEMOS)
 def test_demo_runs_end_to_end(name, tmp_path):
-    sets = ("target.benchmark.runs=5", "target.benchmark.warmup=2")
+    sets = ("target.benchmark.runs=5", "target.benchmark.warmup=2", "stages.ptq.samples=64")
     result = api.run(api.RunConfig(checkpoint=EXAMPLES / name, target="cpu", out=tmp_path, sets=sets))
-    artifact = result.manifest["artifacts"]["model.onnx"]
-    assert artifact["parity"]["ok"]
-    assert artifact["bytes"] < 1.2 * result.manifest["model"]["fp32_bytes"]
+    fp32, int8 = result.manifest["artifacts"]["model.fp32.onnx"], result.manifest["artifacts"]["model.onnx"]
+    assert fp32["parity"]["ok"] and fp32["bytes"] < 1.2 * result.manifest["model"]["fp32_bytes"]
+    assert int8["parity"]["ok"] and int8["parity"]["psnr_db"] >= 30
+    assert int8["bytes"] <= SIZE_RATIO[name] * fp32["bytes"]

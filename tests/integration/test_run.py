@@ -15,7 +15,7 @@ from compressor import api
 from compressor.errors import CheckpointError, ParityError
 from compressor.runtimes import onnxruntime as ort_runtime
 
-FAST = ("target.benchmark.runs=3", "target.benchmark.warmup=1")
+FAST = ("target.benchmark.runs=3", "target.benchmark.warmup=1", "stages.ptq.samples=32")
 
 
 def _run(folder, out, *sets, seed=0):
@@ -39,7 +39,9 @@ def release(tmp_path_factory):
 def test_release_holds_model_manifest_and_report(release):
     _, result = release
     assert result.release_dir.name == "cpu-x86"
-    assert sorted(p.name for p in result.release_dir.iterdir()) == ["manifest.json", "model.onnx", "report.md"]
+    assert sorted(p.name for p in result.release_dir.iterdir()) == [
+        "manifest.json", "model.fp32.onnx", "model.onnx", "report.md"
+    ]
     assert sorted(p.name for p in result.release_dir.parent.iterdir()) == ["cpu-x86"]
 
 
@@ -50,20 +52,26 @@ def test_manifest_records_versions_input_config_stages_and_artifact(release):
     assert {"torch", "onnx", "onnxruntime", "python"} <= set(m["versions"])
     assert m["input"]["format"] == "folder" and len(m["input"]["sha256"]) == 64
     assert len(m["config_sha256"]) == 64 and m["config"]["target"]["name"] == "cpu-x86"
-    assert [s["name"] for s in m["stages"]] == ["load", "rewrite", "export", "parity", "benchmark"]
-    artifact = m["artifacts"]["model.onnx"]
-    onnx_bytes = (result.release_dir / "model.onnx").read_bytes()
-    assert artifact["sha256"] == hashlib.sha256(onnx_bytes).hexdigest()
-    assert artifact["parity"]["ok"] and artifact["parity"]["max_abs_error"] < 1e-4
-    assert sorted(artifact["latency"]["batches"]) == ["1", "16"]
-    assert all(b["median_ms"] > 0 and b["runs"] == 3 for b in artifact["latency"]["batches"].values())
+    assert [s["name"] for s in m["stages"]] == [
+        "load", "rewrite", "export", "parity model.fp32.onnx", "benchmark model.fp32.onnx",
+        "ptq", "parity model.onnx", "benchmark model.onnx",
+    ]
+    for name, artifact in m["artifacts"].items():
+        onnx_bytes = (result.release_dir / name).read_bytes()
+        assert artifact["sha256"] == hashlib.sha256(onnx_bytes).hexdigest()
+        assert sorted(artifact["latency"]["batches"]) == ["1", "16"]
+        assert all(b["median_ms"] > 0 and b["runs"] == 3 for b in artifact["latency"]["batches"].values())
+    fp32, int8 = m["artifacts"]["model.fp32.onnx"], m["artifacts"]["model.onnx"]
+    assert fp32["precision"] == "fp32" and fp32["parity"]["ok"] and fp32["parity"]["max_abs_error"] < 1e-4
+    assert int8["precision"] == "int8" and int8["parity"]["ok"]
+    assert int8["parity"]["psnr_db"] >= int8["parity"]["min_psnr"] == 30.0
 
 
 def test_report_shows_parity_and_latency(release):
     _, result = release
     report = result.report.read_text()
     assert "## Latency" in report and "| `model.onnx` | 16 |" in report
-    assert "pass: max abs" in report
+    assert "pass: PSNR" in report and "(required 30.0)" in report
 
 
 def test_same_seed_gives_the_same_artifact_bytes(release, tmp_path):
@@ -123,11 +131,13 @@ def test_same_model_from_another_folder_gives_the_same_bytes(tmp_path):
     The demo folder defines its class in its own model.py, as users do; with no rewrite, the user's own
     module is what gets exported, with its source locations. Separate processes, as two CI runs would be."""
     demo = Path(__file__).resolve().parents[2] / "examples" / "digits-vae"
+    profile = tmp_path / "export-only.yaml"
+    profile.write_text("name: export-only\nstages:\n  - {kind: rewrite, passes: []}\n")
     digests = []
     for place in ("a", "b/deeper"):
         folder = shutil.copytree(demo, tmp_path / place / "model")
         out = tmp_path / place / "out"
-        command = [sys.executable, "-m", "compressor", "run", str(folder), "--out", str(out), "--set", "stages.rewrite.passes=[]"]
-        subprocess.run(command + [f"--set={item}" for item in FAST], check=True, capture_output=True)
+        command = [sys.executable, "-m", "compressor", "run", str(folder), "--out", str(out), "--profile", str(profile)]
+        subprocess.run(command + [f"--set={item}" for item in FAST[:2]], check=True, capture_output=True)
         digests.append(hashlib.sha256((out / "cpu-x86" / "model.onnx").read_bytes()).hexdigest())
     assert digests[0] == digests[1]

@@ -1,0 +1,78 @@
+"""Post-training int8 quantization of an ONNX model for ONNX Runtime's CPU execution provider.
+
+onnxruntime.quantization.quantize_static does the work: it emits the QDQ form whose Q/DQ pairs ORT fuses
+into QLinearConv / QGemm, with the activation type this runtime runs fast (uint8 activations with int8
+per-channel weights on x86; signed int8 activations are left unfused and run slower than fp32, DESIGN.md).
+NNCF would quantize the torch graph instead, but emits signed int8 activations for this runtime and needs
+a re-typing pass afterwards; ORT's own quantizer is the shorter, exact path here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from compressor.config import Target
+
+_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
+
+
+def quantize(
+    fp32: Path, out: Path, batches: list[dict[str, np.ndarray]], target: Target, method: str, percentile: float,
+    exclude: list[str] = (),
+) -> Path:
+    """Write the int8 QDQ model calibrated on `batches`; nodes named in `exclude` stay in float."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    rules = target.quantization
+    with _quiet_root_logger():
+        quantize_static(
+            str(fp32),
+            str(out),
+            _reader(batches),
+            quant_format=QuantFormat.QDQ,
+            per_channel=rules.weight_per_channel,
+            activation_type=QuantType.QUInt8 if rules.activations == "uint8" else QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(exclude),
+            calibrate_method=getattr(CalibrationMethod, _METHODS[method]),
+            extra_options={
+                "ActivationSymmetric": rules.activation_symmetric,
+                "WeightSymmetric": True,
+                "CalibPercentile": percentile,
+            },
+        )
+    return out
+
+
+def _reader(batches: list[dict[str, np.ndarray]]):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Feeds(CalibrationDataReader):
+        """Hands quantize_static one calibration feed at a time."""
+
+        def __init__(self) -> None:
+            self._feeds = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._feeds, None)
+
+    return Feeds()
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """quantize_static logs advice ("consider pre-processing") on the root logger and prints calibration
+    progress; our graph is already shape-inferred and optimized by the exporter, so keep the CLI clean."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
