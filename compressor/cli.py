@@ -49,11 +49,16 @@ def run(
     arch: Arch = None,
     card: Card = None,
     trust_pickle: TrustPickle = False,
+    calibration: Annotated[
+        Optional[Path], typer.Option(help="Calibrate quantization on this .npz (or folder of them) instead of the prior.")
+    ] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the resolved config and planned steps; do nothing else.")] = False,
 ) -> None:
     """Compress CHECKPOINT for a target, export it, check it against torch, time it, and write the release."""
     from compressor import api
 
+    if calibration is not None:  # a shorthand for the ptq stage's own setting
+        set_ = [*set_, f"stages.ptq.calibration={calibration}"]
     config = api.RunConfig(
         checkpoint=checkpoint, target=target, profile=profile, sets=tuple(set_), out=out, seed=seed,
         arch=arch, card=card, trust_pickle=trust_pickle,

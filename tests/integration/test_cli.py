@@ -67,6 +67,17 @@ def test_unexpected_failure_is_still_one_line(capsys, monkeypatch, generator_fol
     assert "unexpected RuntimeError: library exploded; rerun with --debug" in _one_line_error(err)
 
 
+def test_calibration_file_of_the_wrong_shape(capsys, monkeypatch, tmp_path, generator_folder):
+    import numpy as np
+
+    data = tmp_path / "calib.npz"
+    np.savez(data, z=np.zeros((32, 3), np.float32))
+    rc, _, err = cli(capsys, monkeypatch, "run", generator_folder, "--out", tmp_path / "out", "--calibration", data, *FAST)
+    assert rc == 1
+    assert f"{data}: 'z' has samples of shape [3], the model takes [8]" in _one_line_error(err)
+    assert not (tmp_path / "out" / "cpu-x86").exists()
+
+
 def test_corrupt_checkpoint_via_cli(capsys, monkeypatch, tmp_path, generator_folder):
     weights = generator_folder / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
