@@ -108,6 +108,7 @@ def run(config: RunConfig, on_step: Callable[[str, str], None] | None = None) ->
     release.preflight()
     steps = _Steps(on_step)
     loaded = steps.run("load", lambda: _load(config))
+    _check_calibration_files(resolved, loaded)
     with release as work:
         manifest = Manifest(work / MANIFEST_FILE, _header(config, resolved, loaded))
         manifest.data["artifacts"] = {}
@@ -176,6 +177,15 @@ def _resolve(config: RunConfig) -> ResolvedConfig:
 
 def _load(config: RunConfig) -> LoadedModel:
     return load_checkpoint(config.checkpoint, arch=config.arch, card=config.card, trust_pickle=config.trust_pickle)
+
+
+def _check_calibration_files(resolved: ResolvedConfig, loaded: LoadedModel) -> None:
+    """A user calibration file that does not fit the model fails now, not after the export and its checks."""
+    from compressor.calibration import load_calibration
+
+    for stage in resolved.profile.stages:
+        if getattr(stage, "calibration", None):
+            load_calibration(Path(stage.calibration), loaded.card, minimum=16)
 
 
 def _header(config: RunConfig, resolved: ResolvedConfig, loaded: LoadedModel) -> dict[str, Any]:

@@ -27,9 +27,12 @@ def cli(capsys, monkeypatch, *args):
 
 
 def _one_line_error(err: str) -> str:
+    """The error is one line, the last one; progress marks (✓ step) of steps that finished may precede it."""
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], err
+    assert all(line.startswith("✓ ") for line in lines[:-1]), err
+    return errors[0]
 
 
 @pytest.mark.parametrize(
@@ -75,6 +78,7 @@ def test_calibration_file_of_the_wrong_shape(capsys, monkeypatch, tmp_path, gene
     rc, _, err = cli(capsys, monkeypatch, "run", generator_folder, "--out", tmp_path / "out", "--calibration", data, *FAST)
     assert rc == 1
     assert f"{data}: 'z' has samples of shape [3], the model takes [8]" in _one_line_error(err)
+    assert "✓ export" not in err  # checked before any work
     assert not (tmp_path / "out" / "cpu-x86").exists()
 
 
@@ -133,6 +137,18 @@ def test_importing_the_cli_stays_light():
     assert out.strip() == "[]"
 
 
+def _benchmark_started(out) -> bool:
+    """True once the running release's manifest records the parity check, i.e. the benchmark is under way."""
+    for manifest in out.glob(".cpu-x86.partial-*/manifest.json"):
+        try:
+            stages = json.loads(manifest.read_text()).get("stages", [])
+        except (json.JSONDecodeError, OSError):  # caught mid-rewrite; look again
+            continue
+        if any(stage["name"].startswith("parity") for stage in stages):
+            return True
+    return False
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupting_a_real_run_leaves_previous_release_untouched(tmp_path, generator_folder, signum):
@@ -147,19 +163,19 @@ def test_interrupting_a_real_run_leaves_previous_release_untouched(tmp_path, gen
     proc = subprocess.Popen(
         command + ["--set", "target.benchmark.runs=1000000"],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=(tmp_path / "stderr.txt").open("w"),
         # A shell that starts the test suite in the background makes its children ignore SIGINT; a
         # terminal's Ctrl-C never does, so give the child the default disposition a terminal gives.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 60
-        while not any(p.glob("*.onnx") for p in out.glob(".cpu-x86.partial-*")):
-            assert time.monotonic() < deadline and proc.poll() is None, "the run never reached its export"
+        while not _benchmark_started(out):
+            assert time.monotonic() < deadline and proc.poll() is None, "the run never reached its benchmark"
             time.sleep(0.1)
         time.sleep(0.5)
         proc.send_signal(signum)
-        assert proc.wait(timeout=30) == 130
+        assert proc.wait(timeout=30) == 130, (tmp_path / "stderr.txt").read_text()
     finally:
         proc.kill()  # never leave a million-run benchmark behind when the test fails
         proc.wait()
