@@ -218,7 +218,8 @@ def _parity_message(artifact: Path, parity: dict[str, Any]) -> str:
     if parity.get("min_psnr") is not None:
         return (
             f"{artifact.name}: PSNR vs the torch model is {parity['psnr_db']:.1f} dB, below the required "
-            f"{parity['min_psnr']:.1f} dB; try --set stages.ptq.method=minmax, or drop the ptq stage"
+            f"{parity['min_psnr']:.1f} dB; keep sensitive layers in float (--set stages.ptq.auto_precision=true, "
+            "or ptq rules), or lower --set stages.ptq.min_psnr"
         )
     return (
         f"{artifact.name}: output differs from the torch model by {parity['max_abs_error']:.3g} "

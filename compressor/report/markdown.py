@@ -16,7 +16,7 @@ def write_report(manifest: Manifest, path: Path) -> Path:
 
 
 def render(manifest: Manifest) -> str:
-    sections = (_title, _input_model, _artifacts, _latency, _steps, _provenance)
+    sections = (_title, _input_model, _artifacts, _latency, _layer_precisions, _steps, _provenance)
     return "\n\n".join(text for text in (section(manifest) for section in sections) if text) + "\n"
 
 
@@ -77,6 +77,24 @@ def _latency(manifest: Manifest) -> str:
     header = (
         "## Latency\n\nMeasured on this machine's runtime after warm-up runs.\n\n"
         "| file | batch | median ms | p90 ms | ms per sample | threads | runs |\n|---|---|---|---|---|---|---|\n"
+    )
+    return header + "\n".join(rows)
+
+
+def _layer_precisions(manifest: Manifest) -> str:
+    """Every quantized layer's precision and the reason for it (default, a rule, or auto sensitivity)."""
+    ptq = next((step for step in manifest.get("stages", []) if step["name"] == "ptq"), None)
+    if not ptq or not ptq.get("state", {}).get("layers"):
+        return ""
+    sensitivity = ptq["state"].get("sensitivity_psnr_db", {})
+    rows = [
+        f"| `{layer}` | {entry['precision']} | {entry['reason']} | "
+        f"{f'{sensitivity[layer]:.1f}' if layer in sensitivity else '-'} |"
+        for layer, entry in ptq["state"]["layers"].items()
+    ]
+    header = (
+        "## Layer precisions\n\nSensitivity: PSNR (dB) of the output when only that layer is int8 (lower = more "
+        "sensitive), measured in auto mode.\n\n| layer | precision | why | sensitivity |\n|---|---|---|---|\n"
     )
     return header + "\n".join(rows)
 

@@ -25,10 +25,11 @@ def export(model: nn.Module, card: ModelCard, target: Target, path: Path) -> Pat
     return export_onnx(model, card, Path(path), opset=target.opset)
 
 
-def quantize(fp32: Path, out: Path, batches, target: Target, method: str, percentile: float) -> Path:
+def quantize(fp32: Path, out: Path, batches, target: Target, method: str, percentile: float, exclude=()) -> Path:
+    """int8 QDQ model of `fp32`; nodes named in `exclude` stay in float (see onnxruntime_quantize.py)."""
     from compressor.runtimes.onnxruntime_quantize import quantize as quantize_static
 
-    return quantize_static(fp32, out, batches, target, method, percentile)
+    return quantize_static(fp32, out, batches, target, method, percentile, exclude)
 
 
 def load(artifact: Path, target: Target) -> Callable[[dict[str, np.ndarray]], list[np.ndarray]]:

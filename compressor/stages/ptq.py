@@ -1,18 +1,27 @@
 """The ptq stage: post-training int8 quantization of the exported artifact, calibrated data-free on the
-model card's prior (or on the user's calibration file), by the target runtime's own quantizer."""
+model card's prior (or on the user's calibration file), by the target runtime's own quantizer.
+
+Mixed precision: layer rules (`rules: [{match: "blocks.8*", precision: fp32}]`, last match wins) keep
+chosen layers in float, and `auto_precision` measures each layer's quantization sensitivity (the PSNR of
+the output when only that layer is quantized) and keeps the most sensitive layers in float, one at a time,
+until the whole model reaches `min_psnr`. The manifest records every layer's precision and why.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import ClassVar, Literal
 
+import numpy as np
 from pydantic import Field
 
 from compressor.errors import ConfigError
+from compressor.layer_rules import LayerRule, apply_rules
 from compressor.stages.base import StageConfig, StageResult
 
-# Seed offset for calibration latents, so they never coincide with the parity or benchmark latents.
+# Seed offsets, so calibration and sensitivity latents never coincide with the parity or benchmark ones.
 CALIBRATION_SEED_OFFSET = 3_000
+SENSITIVITY_SEED_OFFSET = 4_000
 QUANTIZED_ARTIFACT = "model.onnx"
 
 
@@ -29,25 +38,97 @@ class PTQConfig(StageConfig):
     batch: int = Field(16, ge=1, description="Calibration batch size.")
     calibration: str | None = Field(None, description="A .npz file or folder of them to calibrate on instead of the prior.")
     min_psnr: float = Field(30.0, description="Lowest PSNR (dB) vs the fp32 model the int8 artifact may have.")
+    rules: list[LayerRule] = Field(default_factory=list, description="Per-layer precision rules; the last match wins.")
+    auto_precision: bool = Field(False, description="Keep the most sensitive layers in float until min_psnr is met.")
 
     def run(self, model, ctx) -> StageResult:  # pragma: no cover - the pipeline calls run_on_artifact
         raise TypeError("ptq runs on the exported artifact: call run_on_artifact")
 
     def run_on_artifact(self, fp32: Path, ctx, runtime) -> StageResult:
-        from compressor.calibration import batches, load_calibration, prior_samples
-
         target = ctx.config.target
         if "int8" not in target.precisions or not hasattr(runtime, "quantize"):
             raise ConfigError(
                 f"ptq: target {target.name} does not run int8 (precisions {target.precisions}); "
                 "drop the ptq stage from the profile or pick an int8 target"
             )
+        feeds, source = self._calibration(ctx)
+        quantize = _Quantizer(fp32, feeds, runtime, self, target)
+        plan, ruled = self._plan_from_rules(quantize.layers, target)
+        sensitivity = {}
+        if self.auto_precision:  # layers a rule placed explicitly are the user's call, not auto's
+            sensitivity = quantize.keep_sensitive_layers_in_float(plan, ruled, ctx, self.min_psnr)
+        out = quantize.to(fp32.parent / QUANTIZED_ARTIFACT, {layer for layer, (p, _) in plan.items() if p != "int8"})
+        state = {
+            "layers": {layer: {"precision": p, "reason": why} for layer, (p, why) in plan.items()},
+            "sensitivity_psnr_db": sensitivity,
+        }
+        metrics = {"calibration": source, "method": self.method, "int8_layers": sum(p == "int8" for p, _ in plan.values())}
+        return StageResult(model=None, state=state, artifacts={QUANTIZED_ARTIFACT: out}, metrics=metrics)
+
+    def _plan_from_rules(self, layers: list[str], target) -> tuple[dict[str, tuple[str, str]], set[str]]:
+        """Layer -> (precision, why): int8 by default, float where a rule says so; and the layers rules placed."""
+        plan = {layer: ("int8", "default") for layer in layers}
+        matched = apply_rules(layers, self.rules, "ptq.rules")
+        for layer, (rule, index) in matched.items():
+            precision = "fp32" if rule.skip else (rule.precision or "int8")
+            if precision not in target.precisions:
+                raise ConfigError(
+                    f"ptq.rules[{index}]: layer '{layer}' asks for {precision}, which target {target.name} "
+                    f"does not run (precisions {target.precisions}); pick one of those"
+                )
+            plan[layer] = (precision, f"rule {index} (match '{rule.match}')")
+        return plan, set(matched)
+
+    def _calibration(self, ctx) -> tuple[list[dict[str, np.ndarray]], str]:
+        from compressor.calibration import batches, load_calibration, prior_samples
+
         if self.calibration:
-            data = load_calibration(Path(self.calibration), ctx.card, minimum=16)
-        else:
-            data = prior_samples(ctx.card, self.samples, ctx.config.seed + CALIBRATION_SEED_OFFSET)
-        out = fp32.parent / QUANTIZED_ARTIFACT
-        runtime.quantize(fp32, out, batches(data, self.batch), target, self.method, self.percentile)
-        count = len(next(iter(data.values())))
-        source = self.calibration or f"prior ({count} seeded samples)"
-        return StageResult(model=None, artifacts={QUANTIZED_ARTIFACT: out}, metrics={"calibration": source, "method": self.method})
+            return batches(load_calibration(Path(self.calibration), ctx.card, minimum=16), self.batch), self.calibration
+        data = prior_samples(ctx.card, self.samples, ctx.config.seed + CALIBRATION_SEED_OFFSET)
+        return batches(data, self.batch), f"prior ({self.samples} seeded samples)"
+
+
+class _Quantizer:
+    """Quantizes the fp32 export with a chosen set of layers kept in float, and measures the result."""
+
+    def __init__(self, fp32: Path, feeds: list[dict[str, np.ndarray]], runtime, config: PTQConfig, target) -> None:
+        import onnx
+
+        from compressor.runtimes.onnx_layers import compute_layers
+
+        self.fp32, self.feeds, self.runtime, self.config, self.target = fp32, feeds, runtime, config, target
+        self.graph = onnx.load(str(fp32))
+        self.layers = compute_layers(self.graph)
+
+    def to(self, out: Path, float_layers: set[str]) -> Path:
+        from compressor.runtimes.onnx_layers import nodes_of
+
+        exclude = nodes_of(self.graph, float_layers)
+        method, percentile = self.config.method, self.config.percentile
+        return self.runtime.quantize(self.fp32, out, self.feeds, self.target, method, percentile, exclude)
+
+    def keep_sensitive_layers_in_float(self, plan: dict, ruled: set[str], ctx, min_psnr: float) -> dict[str, float]:
+        """Per-layer sensitivity, then move int8 layers to fp32, most sensitive first, until min_psnr holds.
+        Updates `plan` in place; returns each layer's PSNR when it alone is quantized."""
+        from compressor.evaluate.paired import data_range_of, psnr
+
+        inputs = {name: t.numpy() for name, t in ctx.samples(32, SENSITIVITY_SEED_OFFSET).items()}
+        reference = self.runtime.load(self.fp32, self.target)(inputs)[0]
+        value_range = data_range_of(next(iter(ctx.card.outputs.values())).range, reference)
+        scratch = self.fp32.parent / "sensitivity.onnx"
+
+        def quality(float_layers: set[str]) -> float:
+            output = self.runtime.load(self.to(scratch, float_layers), self.target)(inputs)[0]
+            return psnr(reference, output, value_range)
+
+        candidates = [layer for layer, (precision, _) in plan.items() if precision == "int8" and layer not in ruled]
+        layers = set(plan)
+        sensitivity = {layer: quality(layers - {layer}) for layer in candidates}
+        kept_float = {layer for layer, (precision, _) in plan.items() if precision != "int8"}
+        for layer in sorted(candidates, key=sensitivity.get):  # lowest PSNR alone = most sensitive
+            if quality(kept_float) >= min_psnr:
+                break
+            kept_float.add(layer)
+            plan[layer] = ("fp32", f"auto: most sensitive left (PSNR {sensitivity[layer]:.1f} dB when alone int8)")
+        scratch.unlink(missing_ok=True)
+        return sensitivity

@@ -45,7 +45,7 @@ def test_int8_artifact_is_qdq_with_uint8_activations_and_per_channel_int8_weight
 def test_manifest_records_calibration_and_quality(quantized):
     _, result = quantized
     ptq = next(stage for stage in result.manifest["stages"] if stage["name"] == "ptq")
-    assert ptq["metrics"] == {"calibration": "prior (32 seeded samples)", "method": "percentile"}
+    assert ptq["metrics"] == {"calibration": "prior (32 seeded samples)", "method": "percentile", "int8_layers": 3}
     int8 = result.manifest["artifacts"]["model.onnx"]
     fp32 = result.manifest["artifacts"]["model.fp32.onnx"]
     assert int8["precision"] == "int8" and int8["bytes"] < fp32["bytes"]
@@ -82,3 +82,43 @@ def test_ptq_must_come_after_torch_stages(tmp_path):
     profile.write_text("name: backwards\nstages:\n  - {kind: ptq}\n  - {kind: rewrite}\n")
     with pytest.raises(CompressorError, match="must come after all the others"):
         api.plan(api.RunConfig(checkpoint=tmp_path, profile=str(profile)))
+
+
+def _float_conv_layers(path) -> set[str]:
+    """Layers whose Conv weights are still float initializers in the artifact (not fed by DequantizeLinear)."""
+    from compressor.runtimes.onnx_layers import node_layers
+
+    model = onnx.load(str(path))
+    initializers = {init.name for init in model.graph.initializer}
+    layers = node_layers(model)
+    return {layers[n.name] for n in model.graph.node if n.op_type in ("Conv", "Gemm") and n.input[1] in initializers}
+
+
+def test_rule_keeps_a_layer_in_float_and_the_manifest_says_why(quantized, tmp_path):
+    folder, _ = quantized
+    result = _run(folder, tmp_path / "out", 'stages.ptq.rules=[{match: "blocks.5*", skip: true}]')
+    assert _float_conv_layers(result.release_dir / "model.onnx") == {"blocks.5"}
+    ptq = next(stage for stage in result.manifest["stages"] if stage["name"] == "ptq")
+    assert ptq["state"]["layers"]["blocks.5"] == {"precision": "fp32", "reason": "rule 0 (match 'blocks.5*')"}
+    assert ptq["state"]["layers"]["blocks.2"] == {"precision": "int8", "reason": "default"}
+    assert "| `blocks.5` | fp32 | rule 0 (match 'blocks.5*') |" in result.report.read_text()
+
+
+def test_rule_asking_for_a_precision_the_target_cannot_run(quantized, tmp_path):
+    folder, _ = quantized
+    with pytest.raises(ConfigError, match=r"ptq.rules\[0\]: layer 'blocks.2' asks for fp16, which target cpu-x86 does not run"):
+        _run(folder, tmp_path / "out", 'stages.ptq.rules=[{match: "blocks.2", precision: fp16}]')
+
+
+def test_auto_precision_keeps_the_most_sensitive_layers_in_float(quantized, tmp_path):
+    folder, plain = quantized
+    plain_psnr = plain.manifest["artifacts"]["model.onnx"]["parity"]["psnr_db"]
+    goal = plain_psnr + 3  # more than all-int8 reaches, so auto must move something to float
+    result = _run(folder, tmp_path / "out", "stages.ptq.auto_precision=true", f"stages.ptq.min_psnr={goal}")
+    ptq = next(stage for stage in result.manifest["stages"] if stage["name"] == "ptq")
+    sensitivity = ptq["state"]["sensitivity_psnr_db"]
+    assert set(sensitivity) == {"project", "blocks.2", "blocks.5"}
+    kept = [layer for layer, entry in ptq["state"]["layers"].items() if entry["precision"] == "fp32"]
+    assert kept and min(sensitivity, key=sensitivity.get) in kept  # the most sensitive goes first
+    assert all(ptq["state"]["layers"][layer]["reason"].startswith("auto:") for layer in kept)
+    assert result.manifest["artifacts"]["model.onnx"]["parity"]["psnr_db"] >= goal

@@ -1,0 +1,37 @@
+"""Which torch module each node of an exported ONNX graph came from, so layer rules written against module
+names ("blocks.2") can be applied to the graph. The torch exporter records each node's module scopes in
+its metadata ('pkg.torch.onnx.name_scopes': the module path, then the op)."""
+
+from __future__ import annotations
+
+import ast
+
+import onnx
+
+COMPUTE_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+
+
+def node_layers(model: onnx.ModelProto) -> dict[str, str]:
+    """Node name -> module name ('' when the exporter recorded none, e.g. a reshape in the root forward)."""
+    layers = {}
+    for node in model.graph.node:
+        scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "[]")
+        parts = [part for part in ast.literal_eval(scopes)[:-1] if part]  # drop the op's own name at the end
+        layers[node.name] = ".".join(parts)
+    return layers
+
+
+def compute_layers(model: onnx.ModelProto) -> list[str]:
+    """The layers that own a Conv/Gemm/MatMul, in graph order: the ones quantization is about."""
+    layers = node_layers(model)
+    ordered = [layers[node.name] for node in model.graph.node if node.op_type in COMPUTE_OPS and layers[node.name]]
+    return list(dict.fromkeys(ordered))
+
+
+def nodes_of(model: onnx.ModelProto, chosen: set[str]) -> list[str]:
+    """Names of every node that belongs to one of the `chosen` layers (or a module nested inside one)."""
+    return [name for name, layer in node_layers(model).items() if layer and _within(layer, chosen)]
+
+
+def _within(layer: str, chosen: set[str]) -> bool:
+    return any(layer == parent or layer.startswith(parent + ".") for parent in chosen)

@@ -1,0 +1,43 @@
+"""Layer rules: globs on module names, the last match wins, a rule that matches nothing is named."""
+
+from __future__ import annotations
+
+import logging
+
+import onnx
+
+from compressor.layer_rules import LayerRule, apply_rules
+from compressor.modelcard import ModelCard
+from compressor.rewrites import decompose_convtranspose, fold_batchnorm
+from compressor.runtimes.onnx_export import export_onnx
+from compressor.runtimes.onnx_layers import compute_layers, node_layers, nodes_of
+from compressor.testing.models import TinyGenerator, card_dict, randomized
+
+LAYERS = ["project", "blocks.2", "blocks.5", "head.conv"]
+
+
+def test_last_matching_rule_wins():
+    rules = [LayerRule(match="blocks.*", precision="fp32"), LayerRule(match="blocks.5", precision="int8")]
+    chosen = apply_rules(LAYERS, rules, "ptq.rules")
+    assert {layer: rule.precision for layer, (rule, _) in chosen.items()} == {"blocks.2": "fp32", "blocks.5": "int8"}
+    assert chosen["blocks.5"][1] == 1
+
+
+def test_rule_matching_nothing_is_named_in_a_warning(caplog):
+    with caplog.at_level(logging.WARNING, logger="compressor"):
+        chosen = apply_rules(LAYERS, [LayerRule(match="decoder.*", skip=True)], "ptq.rules")
+    assert chosen == {}
+    assert "rule 0 (match 'decoder.*') matches no layer" in caplog.text and "blocks.2" in caplog.text
+
+
+def test_exported_nodes_map_back_to_module_names(tmp_path):
+    model = randomized(TinyGenerator())
+    rewritten, _ = decompose_convtranspose(fold_batchnorm(model)[0])
+    card = ModelCard.model_validate(card_dict("tiny", 8))
+    graph = onnx.load(str(export_onnx(rewritten, card, tmp_path / "m.onnx", opset=20)))
+    assert compute_layers(graph) == ["project", "blocks.2", "blocks.5"]
+    layers = node_layers(graph)
+    convs_of_blocks2 = [n.name for n in graph.graph.node if n.op_type == "Conv" and layers[n.name] == "blocks.2"]
+    assert len(convs_of_blocks2) == 4  # the four output phases of the rewritten ConvTranspose
+    assert set(convs_of_blocks2) <= set(nodes_of(graph, {"blocks.2"}))
+    assert not set(convs_of_blocks2) & set(nodes_of(graph, {"blocks.5", "project"}))
