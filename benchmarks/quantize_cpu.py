@@ -28,9 +28,10 @@ from compressor.calibration import batches, prior_samples
 from compressor.checkpoint import load_checkpoint
 from compressor.config import resolve
 from compressor.evaluate.latency import time_callable
-from compressor.evaluate.paired import psnr
+from compressor.evaluate.paired import data_range_of, psnr
 from compressor.runtimes import onnxruntime as ort_runtime
 from compressor.runtimes.onnx_export import export_onnx
+from compressor.stages.ptq import CALIBRATION_SEED_OFFSET
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMOS = ["digits-dcgan", "digits-vae"]
@@ -60,7 +61,7 @@ def measure_demo(demo: str, work: Path, target, runs: int) -> dict:
     work.mkdir(parents=True)
     loaded = load_checkpoint(ROOT / "examples" / demo)
     fp32 = export_onnx(loaded.model, loaded.card, work / "fp32.onnx", opset=target.opset)
-    calibration = batches(prior_samples(loaded.card, 256, seed=3_000), 16)
+    calibration = batches(prior_samples(loaded.card, 256, seed=CALIBRATION_SEED_OFFSET), 16)  # what ptq draws
     release = api.run(api.RunConfig(checkpoint=ROOT / "examples" / demo, target="cpu", out=work / "release"))
     variants = {
         "fp32": fp32,
@@ -73,7 +74,7 @@ def measure_demo(demo: str, work: Path, target, runs: int) -> dict:
     latents = prior_samples(loaded.card, 64, seed=5_000)
     runners = {name: ort_runtime.load(path, target) for name, path in variants.items()}
     reference = runners["fp32"](latents)[0]
-    data_range = float(np.subtract(*reversed(loaded.card.outputs["image"].range)))
+    data_range = data_range_of(next(iter(loaded.card.outputs.values())).range, reference)
     latency = interleaved_latency(runners, loaded.card, runs)
     rows = {}
     for name, path in variants.items():
@@ -124,7 +125,7 @@ def interleaved_latency(runners: dict, card, runs: int, rounds: int = 5) -> dict
     for _ in range(rounds):
         for name, runner in runners.items():
             for batch in BATCHES:
-                stats = time_callable(lambda: runner(feeds[batch]), warmup=10, runs=runs // rounds)
+                stats = time_callable(lambda: runner(feeds[batch]), warmup=10, runs=max(1, runs // rounds))
                 samples[name][batch].append(stats["median_ms"])
     return {
         name: {str(batch): {"median_ms": float(np.median(values)), "rounds": values} for batch, values in by_batch.items()}

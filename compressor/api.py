@@ -7,6 +7,7 @@ rewritten after every step, so a run that is still going can be followed from it
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ from compressor.manifest import MANIFEST_FILE, Manifest, ReleaseFolder, library_
 from compressor.report.markdown import REPORT_FILE, write_report
 from compressor.runtimes import get_runtime
 from compressor.summary import summarize
+
+log = logging.getLogger("compressor")
 
 # Seed offsets keep the latents of each use apart (parity never sees the benchmark's inputs, etc.).
 PARITY_SEED_OFFSET = 1_000
@@ -122,7 +125,8 @@ def run(config: RunConfig, on_step: Callable[[str, str], None] | None = None) ->
             result = steps.run(stage.kind, lambda: stage.run_on_artifact(fp32, ctx, runtime))
             _record_stage(stage, result, steps, manifest, ctx)
             for path in result.artifacts.values():
-                _check_and_time(path, "int8", stage.min_psnr, runtime, ctx, steps, manifest)
+                _check_and_time(path, result.metrics["precision"], stage.min_psnr, runtime, ctx, steps, manifest)
+            _compare_with_fp32(manifest.data["artifacts"], fp32.name)
         manifest.data["status"] = "complete"
         manifest.write()
         steps.run("report", lambda: write_report(manifest.data, work / REPORT_FILE))
@@ -169,6 +173,20 @@ def _check_and_time(
     seed = ctx.config.seed + BENCHMARK_SEED_OFFSET
     record["latency"] = steps.run(bench, lambda: runtime.benchmark(artifact, ctx.card, target, seed))
     manifest.add_stage(bench, steps.seconds[bench], metrics=record["latency"])
+
+
+def _compare_with_fp32(artifacts: dict[str, Any], baseline: str) -> None:
+    """Record each artifact's latency relative to fp32 at the largest batch, and warn when it is slower:
+    a compressed artifact that runs slower than its baseline is what users most complain about."""
+    reference = artifacts[baseline]["latency"]["batches"]
+    batch = max(reference, key=int)
+    for name, record in artifacts.items():
+        if name == baseline:
+            continue
+        ratio = record["latency"]["batches"][batch]["median_ms"] / reference[batch]["median_ms"]
+        record["latency_vs_fp32"] = {"batch": int(batch), "ratio": ratio}
+        if ratio > 1:
+            log.warning("%s is %.2fx SLOWER than %s at batch %s on this machine", name, ratio, baseline, batch)
 
 
 def _resolve(config: RunConfig) -> ResolvedConfig:

@@ -59,4 +59,6 @@ def _checked(arrays: dict[str, np.ndarray], name: str, shape: tuple[int, ...], f
         raise ConfigError(f"{file}: '{name}' has dtype {array.dtype}; calibration inputs must be floating point")
     if not np.isfinite(array).all():
         raise ConfigError(f"{file}: '{name}' contains NaN or Inf; remove those samples")
+    if array.size and float(array.std()) == 0.0:  # constant inputs calibrate every range to a single point
+        raise ConfigError(f"{file}: '{name}' is constant (every value {array.flat[0]}); calibrate on varied inputs")
     return array

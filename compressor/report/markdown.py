@@ -43,13 +43,24 @@ def _input_model(manifest: Manifest) -> str:
 def _artifacts(manifest: Manifest) -> str:
     rows = [
         f"| `{name}` | {artifact['runtime']} | {artifact['precision']} | {_megabytes(artifact['bytes'])} | "
-        f"{_parity_cell(artifact.get('parity'))} | `{artifact['sha256'][:16]}` |"
+        f"{_parity_cell(artifact.get('parity'))} | {_speed_cell(artifact)} | `{artifact['sha256'][:16]}` |"
         for name, artifact in manifest.get("artifacts", {}).items()
     ]
     if not rows:
         return ""
-    header = "## Artifacts\n\n| file | runtime | precision | size | parity vs torch | sha256 |\n|---|---|---|---|---|---|\n"
+    header = (
+        "## Artifacts\n\n| file | runtime | precision | size | parity vs torch | latency vs fp32 | sha256 |\n"
+        "|---|---|---|---|---|---|---|\n"
+    )
     return header + "\n".join(rows)
+
+
+def _speed_cell(artifact: dict[str, Any]) -> str:
+    relative = artifact.get("latency_vs_fp32")
+    if not relative:
+        return "-"
+    text = f"{relative['ratio']:.2f}x at batch {relative['batch']}"
+    return f"**{text}: slower than fp32**" if relative["ratio"] > 1 else text
 
 
 def _parity_cell(parity: dict[str, Any] | None) -> str:

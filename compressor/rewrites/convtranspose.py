@@ -25,7 +25,7 @@ from compressor.rewrites.graph import finish, replace_module
 # Kernel rows (or columns) used by output phase 0 and 1, in the order of the input rows they multiply:
 # phase 0 reads input rows (m-1, m) through kernel rows (3, 1); phase 1 reads (m, m+1) through (2, 0).
 PHASE_TAPS = {0: [3, 1], 1: [2, 0]}
-# Below this many output channels, the single 3x3 conv + pixel shuffle form is used.
+# Up to this many output channels, the single 3x3 conv + pixel shuffle form is used.
 FEW_OUTPUT_CHANNELS = 4
 
 
@@ -75,10 +75,13 @@ def decompose_convtranspose(model: nn.Module) -> tuple[nn.Module, list[str]]:
     """Replace every ConvTranspose2d(4, 2, 1) (and a ReLU that alone reads it) with its exact conv form."""
     graph_module = fx.symbolic_trace(model)
     modules = dict(graph_module.named_modules())
+    calls = [node.target for node in graph_module.graph.nodes if node.op == "call_module"]
     changed = []
     for node in list(graph_module.graph.nodes):
         if node.op != "call_module" or not _decomposable(modules[node.target]):
             continue
+        if calls.count(node.target) > 1 or len(node.args) != 1 or node.kwargs:
+            continue  # a layer called twice (one replacement would serve both) or with output_size: left as is
         layer = modules[node.target]
         relu = _sole_relu_user(node, modules)
         form = SubPixelConvTranspose2d if layer.out_channels <= FEW_OUTPUT_CHANNELS else PhaseConvTranspose2d

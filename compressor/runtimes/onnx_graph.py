@@ -17,7 +17,7 @@ def fold_pads_into_convs(model: onnx.ModelProto) -> int:
     graph = model.graph
     constants = _constant_values(graph)
     producers = {output: node for node in graph.node for output in node.output}
-    readers: dict[str, int] = {}
+    readers: dict[str, int] = {output.name: 1 for output in graph.output}  # a graph output is read outside
     for node in graph.node:
         for name in node.input:
             readers[name] = readers.get(name, 0) + 1

@@ -1,6 +1,7 @@
 """Which torch module each node of an exported ONNX graph came from, so layer rules written against module
 names ("blocks.2") can be applied to the graph. The torch exporter records each node's module scopes in
-its metadata ('pkg.torch.onnx.name_scopes': the module path, then the op)."""
+its metadata ('pkg.torch.onnx.name_scopes': the full name of each enclosing module, outermost first, then
+the op itself, e.g. ['', 'body', 'body.0', 'body.0.conv', 'conv2d'])."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ def node_layers(model: onnx.ModelProto) -> dict[str, str]:
     layers = {}
     for node in model.graph.node:
         scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "[]")
-        parts = [part for part in ast.literal_eval(scopes)[:-1] if part]  # drop the op's own name at the end
-        layers[node.name] = ".".join(parts)
+        modules = [scope for scope in ast.literal_eval(scopes)[:-1] if scope]  # the last entry is the op
+        layers[node.name] = modules[-1] if modules else ""
     return layers
 
 

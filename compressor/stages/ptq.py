@@ -12,12 +12,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
+import logging
+
 import numpy as np
 from pydantic import Field
 
 from compressor.errors import ConfigError
 from compressor.layer_rules import LayerRule, apply_rules
 from compressor.stages.base import StageConfig, StageResult
+
+log = logging.getLogger("compressor")
 
 # Seed offsets, so calibration and sensitivity latents never coincide with the parity or benchmark ones.
 CALIBRATION_SEED_OFFSET = 3_000
@@ -53,6 +57,7 @@ class PTQConfig(StageConfig):
             )
         feeds, source = self._calibration(ctx)
         quantize = _Quantizer(fp32, feeds, runtime, self, target)
+        self._check_graph(quantize)
         plan, ruled = self._plan_from_rules(quantize.layers, target)
         sensitivity = {}
         if self.auto_precision:  # layers a rule placed explicitly are the user's call, not auto's
@@ -62,8 +67,25 @@ class PTQConfig(StageConfig):
             "layers": {layer: {"precision": p, "reason": why} for layer, (p, why) in plan.items()},
             "sensitivity_psnr_db": sensitivity,
         }
-        metrics = {"calibration": source, "method": self.method, "int8_layers": sum(p == "int8" for p, _ in plan.values())}
+        int8_layers = sum(p == "int8" for p, _ in plan.values())
+        metrics = {"calibration": source, "method": self.method, "int8_layers": int8_layers}
+        metrics["precision"] = "int8" if int8_layers == len(plan) else "mixed" if int8_layers else "fp32"
         return StageResult(model=None, state=state, artifacts={QUANTIZED_ARTIFACT: out}, metrics=metrics)
+
+    def _check_graph(self, quantize: _Quantizer) -> None:
+        """Say so when the graph defeats what ptq is for, instead of shipping a quietly worse artifact."""
+        if not quantize.layers and (self.rules or self.auto_precision):
+            raise ConfigError(
+                "ptq: the export records no module names (e.g. a TorchScript input), so rules and auto_precision "
+                "cannot find layers; drop them, or load the model from a folder or state_dict"
+            )
+        transposed = [node.name for node in quantize.graph.graph.node if node.op_type == "ConvTranspose"]
+        if transposed:
+            log.warning(
+                "ptq: %d ConvTranspose node(s) were not rewritten (%s); ONNX Runtime has no int8 kernel for them, "
+                "so they run in fp32 between Q/DQ nodes and may make int8 slower than fp32",
+                len(transposed), ", ".join(transposed[:3]),
+            )
 
     def _plan_from_rules(self, layers: list[str], target) -> tuple[dict[str, tuple[str, str]], set[str]]:
         """Layer -> (precision, why): int8 by default, float where a rule says so; and the layers rules placed."""

@@ -45,7 +45,9 @@ def test_int8_artifact_is_qdq_with_uint8_activations_and_per_channel_int8_weight
 def test_manifest_records_calibration_and_quality(quantized):
     _, result = quantized
     ptq = next(stage for stage in result.manifest["stages"] if stage["name"] == "ptq")
-    assert ptq["metrics"] == {"calibration": "prior (32 seeded samples)", "method": "percentile", "int8_layers": 3}
+    assert ptq["metrics"] == {
+        "calibration": "prior (32 seeded samples)", "method": "percentile", "int8_layers": 3, "precision": "int8"
+    }
     int8 = result.manifest["artifacts"]["model.onnx"]
     fp32 = result.manifest["artifacts"]["model.fp32.onnx"]
     assert int8["precision"] == "int8" and int8["bytes"] < fp32["bytes"]
@@ -122,3 +124,28 @@ def test_auto_precision_keeps_the_most_sensitive_layers_in_float(quantized, tmp_
     assert kept and min(sensitivity, key=sensitivity.get) in kept  # the most sensitive goes first
     assert all(ptq["state"]["layers"][layer]["reason"].startswith("auto:") for layer in kept)
     assert result.manifest["artifacts"]["model.onnx"]["parity"]["psnr_db"] >= goal
+
+
+def test_a_convtranspose_left_in_the_graph_is_called_out(quantized, tmp_path, caplog):
+    folder, _ = quantized
+    result = _run(folder, tmp_path / "out", "stages.rewrite.passes=[fold_batchnorm]")
+    assert "ConvTranspose node(s) were not rewritten" in caplog.text
+    assert "latency_vs_fp32" in result.manifest["artifacts"]["model.onnx"]
+
+
+def test_mixed_precision_is_labelled_as_such(quantized, tmp_path):
+    folder, _ = quantized
+    result = _run(folder, tmp_path / "out", 'stages.ptq.rules=[{match: "project", precision: fp32}]')
+    assert result.manifest["artifacts"]["model.onnx"]["precision"] == "mixed"
+
+
+def test_slower_than_fp32_is_warned_and_reported(caplog):
+    from compressor.api import _compare_with_fp32
+
+    def timed(ms):
+        return {"latency": {"batches": {"1": {"median_ms": ms / 4}, "16": {"median_ms": ms}}}}
+
+    artifacts = {"model.fp32.onnx": timed(2.0), "model.onnx": timed(3.0)}
+    _compare_with_fp32(artifacts, "model.fp32.onnx")
+    assert artifacts["model.onnx"]["latency_vs_fp32"] == {"batch": 16, "ratio": 1.5}
+    assert "model.onnx is 1.50x SLOWER than model.fp32.onnx at batch 16" in caplog.text

@@ -11,6 +11,11 @@ from compressor.modelcard import ModelCard
 from compressor.testing.models import card_dict
 
 CARD = ModelCard.model_validate(card_dict("tiny", 8))
+RNG = np.random.default_rng(0)
+
+
+def _latents(count: int, width: int = 8, dtype=np.float32) -> np.ndarray:
+    return RNG.standard_normal((count, width)).astype(dtype)
 
 
 def _npz(path, **arrays):
@@ -19,26 +24,27 @@ def _npz(path, **arrays):
 
 
 def test_file_and_folder_load_and_concatenate(tmp_path):
-    one = _npz(tmp_path / "a.npz", z=np.ones((20, 8), np.float32))
+    one = _npz(tmp_path / "a.npz", z=_latents(20))
     data = load_calibration(one, CARD, minimum=16)
     assert data["z"].shape == (20, 8) and data["z"].dtype == np.float32
     folder = tmp_path / "many"
     folder.mkdir()
     for i in range(3):
-        _npz(folder / f"part{i}.npz", z=np.full((10, 8), i, np.float64))
+        _npz(folder / f"part{i}.npz", z=_latents(10, dtype=np.float64))
     assert load_calibration(folder, CARD, minimum=16)["z"].shape == (30, 8)
 
 
 @pytest.mark.parametrize(
     "arrays,expected",
     [
-        ({"z": np.ones((20, 7), np.float32)}, "samples of shape [7], the model takes [8]"),
+        ({"z": _latents(20, width=7)}, "samples of shape [7], the model takes [8]"),
         ({"z": np.ones((20, 8), np.int64)}, "dtype int64"),
-        ({"latent": np.ones((20, 8), np.float32)}, "no array named 'z'"),
-        ({"z": np.ones((5, 8), np.float32)}, "5 calibration samples, at least 16 needed"),
+        ({"latent": _latents(20)}, "no array named 'z'"),
+        ({"z": _latents(5)}, "5 calibration samples, at least 16 needed"),
         ({"z": np.full((20, 8), np.nan, np.float32)}, "NaN or Inf"),
+        ({"z": np.zeros((20, 8), np.float32)}, "is constant"),
     ],
-    ids=["shape", "dtype", "name", "too-few", "nan"],
+    ids=["shape", "dtype", "name", "too-few", "nan", "constant"],
 )
 def test_bad_calibration_data(tmp_path, arrays, expected):
     path = _npz(tmp_path / "calib.npz", **arrays)

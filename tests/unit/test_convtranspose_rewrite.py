@@ -79,3 +79,27 @@ def test_relu_with_other_readers_stays_outside():
     assert changed == ["up"] and isinstance(rewritten.up.activation, nn.Identity)
     x = torch.randn(2, 4, 3, 3)
     torch.testing.assert_close(rewritten(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_layer_called_twice_or_with_output_size_is_left_alone():
+    class Reused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up = nn.ConvTranspose2d(4, 8, 4, 2, 1)
+
+        def forward(self, x):
+            return torch.relu(self.up(x)) + self.up(x)  # one call followed by ReLU, one not
+
+    class Sized(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up = nn.ConvTranspose2d(4, 8, 4, 2, 1)
+
+        def forward(self, x):
+            return self.up(x, output_size=[6, 6])
+
+    for model in (Reused().eval(), Sized().eval()):
+        rewritten, changed = decompose_convtranspose(model)
+        assert changed == []
+        x = torch.randn(2, 4, 3, 3)
+        torch.testing.assert_close(rewritten(x), model(x))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import onnx
+import torch
 
 from compressor.layer_rules import LayerRule, apply_rules
 from compressor.modelcard import ModelCard
@@ -41,3 +42,27 @@ def test_exported_nodes_map_back_to_module_names(tmp_path):
     assert len(convs_of_blocks2) == 4  # the four output phases of the rewritten ConvTranspose
     assert set(convs_of_blocks2) <= set(nodes_of(graph, {"blocks.2"}))
     assert not set(convs_of_blocks2) & set(nodes_of(graph, {"blocks.5", "project"}))
+
+
+def test_nested_modules_keep_their_full_name(tmp_path):
+    """The exporter lists every enclosing module's full name; the layer is the innermost one."""
+
+    class Inner(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(2, 3, 3)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    class Outer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Sequential(Inner(), torch.nn.ReLU())
+
+        def forward(self, x):
+            return self.body(x)
+
+    card = ModelCard.model_validate({"inputs": {"x": {"shape": [2, 8, 8]}}})
+    graph = onnx.load(str(export_onnx(Outer().eval(), card, tmp_path / "m.onnx", opset=20)))
+    assert compute_layers(graph) == ["body.0.conv"]

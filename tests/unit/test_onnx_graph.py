@@ -67,3 +67,9 @@ def test_pads_a_conv_cannot_express_stay(kwargs):
     model = _pad_conv_model(**kwargs)
     assert fold_pads_into_convs(model) == 0
     assert [n.op_type for n in model.graph.node][:2] == ["Pad", "Conv"]
+
+
+def test_pad_that_is_also_a_graph_output_stays():
+    model = _pad_conv_model([0, 0, 1, 1, 0, 0, 1, 1])
+    model.graph.output.append(helper.make_tensor_value_info("padded", TensorProto.FLOAT, None))
+    assert fold_pads_into_convs(model) == 0
