@@ -57,8 +57,8 @@ def run(
     """Compress CHECKPOINT for a target, export it, check it against torch, time it, and write the release."""
     from compressor import api
 
-    if calibration is not None:  # a shorthand for the ptq stage's own setting
-        set_ = [*set_, f"stages.ptq.calibration={calibration}"]
+    if calibration is not None:  # a shorthand for the ptq stage's own setting; JSON quoting keeps the path
+        set_ = [*set_, f"stages.ptq.calibration={json.dumps(str(calibration))}"]  # a string whatever its text
     config = api.RunConfig(
         checkpoint=checkpoint, target=target, profile=profile, sets=tuple(set_), out=out, seed=seed,
         arch=arch, card=card, trust_pickle=trust_pickle,

@@ -201,6 +201,8 @@ def _assign(tree: dict[str, Any], key: str, value: Any) -> None:
     for depth, part in enumerate(parts):
         if not isinstance(node, dict) or part not in node:
             where = ".".join(parts[:depth]) or "(top level)"
+            if parts[:2] == ["profile", "stages"] and depth == 2:
+                raise UsageError(f"--set {key}: the profile has no '{part}' stage (its stages: {', '.join(node)})")
             known = ", ".join(sorted(node)) if isinstance(node, dict) else "(not a mapping)"
             raise UsageError(f"--set {key}: unknown key '{part}' under {where}; known: {known}")
         if depth == len(parts) - 1:

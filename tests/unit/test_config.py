@@ -51,7 +51,7 @@ def test_set_changes_the_config_hash_and_same_inputs_keep_it():
     "item,expected",
     [
         ("target.benchmark.nope=1", "unknown key 'nope' under target.benchmark"),
-        ("stages.prune.ratio=0.3", "unknown key 'prune' under profile.stages"),
+        ("stages.prune.ratio=0.3", "the profile has no 'prune' stage (its stages: rewrite, ptq)"),
         ("budgets=3", "unknown key 'budgets'"),
         ("target.benchmark.runs", "expected key=value"),
         ("target.benchmark.runs=many", "invalid value"),
