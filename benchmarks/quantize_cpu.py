@@ -95,16 +95,11 @@ def measure_demo(demo: str, work: Path, target, runs: int) -> dict:
 
 
 def ort_defaults(fp32: Path, out: Path, calibration: list[dict]) -> Path:
-    from onnxruntime.quantization import CalibrationDataReader, quantize_static
+    from onnxruntime.quantization import quantize_static
 
-    class Feeds(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._feeds = iter(calibration)
+    from compressor.runtimes.onnxruntime_quantize import calibration_reader
 
-        def get_next(self):
-            return next(self._feeds, None)
-
-    quantize_static(str(fp32), str(out), Feeds())
+    quantize_static(str(fp32), str(out), calibration_reader(calibration))  # every other argument: its default
     return out
 
 

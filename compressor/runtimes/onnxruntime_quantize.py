@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ _METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"
 
 def quantize(
     fp32: Path, out: Path, batches: list[dict[str, np.ndarray]], target: Target, method: str, percentile: float,
-    exclude: list[str] = (),
+    exclude: Sequence[str] = (),
 ) -> Path:
     """Write the int8 QDQ model calibrated on `batches`; nodes named in `exclude` stay in float."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -33,7 +34,7 @@ def quantize(
         quantize_static(
             str(fp32),
             str(out),
-            _reader(batches),
+            calibration_reader(batches),
             quant_format=QuantFormat.QDQ,
             per_channel=rules.weight_per_channel,
             activation_type=QuantType.QUInt8 if rules.activations == "uint8" else QuantType.QInt8,
@@ -49,7 +50,8 @@ def quantize(
     return out
 
 
-def _reader(batches: list[dict[str, np.ndarray]]):
+def calibration_reader(batches: list[dict[str, np.ndarray]]):
+    """The CalibrationDataReader quantize_static wants, over a list of feeds."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class Feeds(CalibrationDataReader):
