@@ -236,7 +236,7 @@ def _load_exported_program(path: Path, trust_pickle: bool) -> tuple[nn.Module, M
 
 
 def _refuse_pt2_pickles(path: Path) -> None:
-    """torch.export.load unpickles with weights_only=False: sample inputs, weights or constants it stored as
+    """torch.export.load unpickles without the weights-only guard: sample inputs, weights or constants it stored as
     pickles, and opaque objects. Check each of those is tensor-only data before letting it near them."""
     try:
         with zipfile.ZipFile(path) as archive:
