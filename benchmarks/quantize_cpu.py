@@ -31,7 +31,7 @@ from compressor.evaluate.latency import time_callable
 from compressor.evaluate.paired import data_range_of, psnr
 from compressor.runtimes import onnxruntime as ort_runtime
 from compressor.runtimes.onnx_export import export_onnx
-from compressor.stages.ptq import CALIBRATION_SEED_OFFSET
+from compressor.seeds import BENCHMARK_SEED_OFFSET, CALIBRATION_SEED_OFFSET
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMOS = ["digits-dcgan", "digits-vae"]
@@ -115,7 +115,7 @@ def nncf_defaults(fp32: Path, out: Path, calibration: list[dict]) -> Path | None
 
 def interleaved_latency(runners: dict, card, runs: int, rounds: int = 5) -> dict:
     """Median and p90 per variant and batch size; rounds alternate the variants so machine drift is shared."""
-    feeds = {batch: prior_samples(card, batch, seed=2_000 + batch) for batch in BATCHES}
+    feeds = {batch: prior_samples(card, batch, seed=BENCHMARK_SEED_OFFSET + batch) for batch in BATCHES}
     samples = {name: {batch: [] for batch in BATCHES} for name in runners}
     for _ in range(rounds):
         for name, runner in runners.items():

@@ -24,13 +24,11 @@ from compressor.files import sha256_file
 from compressor.manifest import MANIFEST_FILE, Manifest, ReleaseFolder, library_versions
 from compressor.report.markdown import REPORT_FILE, write_report
 from compressor.runtimes import get_runtime
+from compressor.seeds import BENCHMARK_SEED_OFFSET, PARITY_SEED_OFFSET
 from compressor.summary import summarize
 
 log = logging.getLogger("compressor")
 
-# Seed offsets keep the latents of each use apart (parity never sees the benchmark's inputs, etc.).
-PARITY_SEED_OFFSET = 1_000
-BENCHMARK_SEED_OFFSET = 2_000
 FP32_ARTIFACT = "model.fp32.onnx"  # kept beside the quantized artifact as its baseline
 FINAL_ARTIFACT = "model.onnx"
 
@@ -203,7 +201,7 @@ def _check_calibration_files(resolved: ResolvedConfig, loaded: LoadedModel) -> N
 
     for stage in resolved.profile.stages:
         if getattr(stage, "calibration", None):
-            load_calibration(Path(stage.calibration), loaded.card, minimum=16)
+            load_calibration(Path(stage.calibration), loaded.card)  # read again by the stage; cheap
 
 
 def _header(config: RunConfig, resolved: ResolvedConfig, loaded: LoadedModel) -> dict[str, Any]:

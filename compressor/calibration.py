@@ -15,7 +15,11 @@ def prior_samples(card: ModelCard, count: int, seed: int) -> dict[str, np.ndarra
     return {name: tensor.numpy() for name, tensor in sample_inputs(card, count, seed).items()}
 
 
-def load_calibration(path: Path, card: ModelCard, minimum: int) -> dict[str, np.ndarray]:
+# Fewer samples than this give ranges from too little data to trust (and no percentile tail at all).
+MIN_CALIBRATION_SAMPLES = 16
+
+
+def load_calibration(path: Path, card: ModelCard, minimum: int = MIN_CALIBRATION_SAMPLES) -> dict[str, np.ndarray]:
     """Read calibration inputs and check them against the card: names, per-sample shapes, float dtype, count."""
     path = Path(path)
     files = sorted(path.glob("*.npz")) if path.is_dir() else [path]

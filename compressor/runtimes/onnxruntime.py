@@ -27,9 +27,9 @@ def export(model: nn.Module, card: ModelCard, target: Target, path: Path) -> Pat
 
 def quantize(fp32: Path, out: Path, batches, target: Target, method: str, percentile: float, exclude=()) -> Path:
     """int8 QDQ model of `fp32`; nodes named in `exclude` stay in float (see onnxruntime_quantize.py)."""
-    from compressor.runtimes.onnxruntime_quantize import quantize as quantize_static
+    from compressor.runtimes import onnxruntime_quantize
 
-    return quantize_static(fp32, out, batches, target, method, percentile, exclude)
+    return onnxruntime_quantize.quantize(fp32, out, batches, target, method, percentile, exclude)
 
 
 def load(artifact: Path, target: Target) -> Callable[[dict[str, np.ndarray]], list[np.ndarray]]:

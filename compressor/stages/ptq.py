@@ -9,23 +9,20 @@ until the whole model reaches `min_psnr`. The manifest records every layer's pre
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import ClassVar, Literal
-
-import logging
 
 import numpy as np
 from pydantic import Field
 
 from compressor.errors import ConfigError
 from compressor.layer_rules import LayerRule, apply_rules
+from compressor.seeds import CALIBRATION_SEED_OFFSET, SENSITIVITY_SEED_OFFSET
 from compressor.stages.base import StageConfig, StageResult
 
 log = logging.getLogger("compressor")
 
-# Seed offsets, so calibration and sensitivity latents never coincide with the parity or benchmark ones.
-CALIBRATION_SEED_OFFSET = 3_000
-SENSITIVITY_SEED_OFFSET = 4_000
 QUANTIZED_ARTIFACT = "model.onnx"
 
 
@@ -44,9 +41,6 @@ class PTQConfig(StageConfig):
     min_psnr: float = Field(30.0, description="Lowest PSNR (dB) vs the fp32 model the int8 artifact may have.")
     rules: list[LayerRule] = Field(default_factory=list, description="Per-layer precision rules; the last match wins.")
     auto_precision: bool = Field(False, description="Keep the most sensitive layers in float until min_psnr is met.")
-
-    def run(self, model, ctx) -> StageResult:  # pragma: no cover - the pipeline calls run_on_artifact
-        raise TypeError("ptq runs on the exported artifact: call run_on_artifact")
 
     def run_on_artifact(self, fp32: Path, ctx, runtime) -> StageResult:
         target = ctx.config.target
@@ -105,7 +99,7 @@ class PTQConfig(StageConfig):
         from compressor.calibration import batches, load_calibration, prior_samples
 
         if self.calibration:
-            return batches(load_calibration(Path(self.calibration), ctx.card, minimum=16), self.batch), self.calibration
+            return batches(load_calibration(Path(self.calibration), ctx.card), self.batch), self.calibration
         data = prior_samples(ctx.card, self.samples, ctx.config.seed + CALIBRATION_SEED_OFFSET)
         return batches(data, self.batch), f"prior ({self.samples} seeded samples)"
 

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from compressor.errors import CompressorError, ConfigError, first_line
 from compressor.modelcard import as_output_list
+from compressor.seeds import REWRITE_CHECK_SEED_OFFSET
 from compressor.stages.base import StageConfig, StageResult
 
 if TYPE_CHECKING:
@@ -17,8 +18,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("compressor")
 
-# Seed offset for the exactness check, so it never reuses the parity check's latents.
-_CHECK_SEED_OFFSET = 7_000
 
 
 class RewriteConfig(StageConfig):
@@ -41,7 +40,7 @@ class RewriteConfig(StageConfig):
         applied = {}
         for name in names:
             model, applied[name] = REWRITES[name](model)
-        error = _relative_change(ctx.reference, model, ctx.samples(4, _CHECK_SEED_OFFSET))
+        error = _relative_change(ctx.reference, model, ctx.samples(4, REWRITE_CHECK_SEED_OFFSET))
         if error > self.tolerance:
             raise CompressorError(
                 f"rewrite stage: {sorted(applied)} changed the outputs by {error:.2e} (relative), above "

@@ -64,42 +64,42 @@ def test_other_transposed_convs_are_left_alone(layer):
     torch.testing.assert_close(rewritten(x), model(x))
 
 
+class _Upsampler(nn.Module):
+    """One ConvTranspose2d(4, 2, 1) named `up`; subclasses say how forward() uses it."""
+
+    def __init__(self):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(4, 8, 4, 2, 1)
+
+
+class _TwoReaders(_Upsampler):
+    def forward(self, x):
+        y = self.up(x)
+        return torch.relu(y) + y
+
+
+class _CalledTwice(_Upsampler):
+    def forward(self, x):
+        return torch.relu(self.up(x)) + self.up(x)  # one call followed by ReLU, one not
+
+
+class _WithOutputSize(_Upsampler):
+    def forward(self, x):
+        return self.up(x, output_size=[6, 6])
+
+
 def test_relu_with_other_readers_stays_outside():
-    class TwoReaders(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.up = nn.ConvTranspose2d(4, 8, 4, 2, 1)
-
-        def forward(self, x):
-            y = self.up(x)
-            return torch.relu(y) + y
-
-    model = TwoReaders().eval()
+    model = _TwoReaders().eval()
     rewritten, changed = decompose_convtranspose(model)
     assert changed == ["up"] and isinstance(rewritten.up.activation, nn.Identity)
     x = torch.randn(2, 4, 3, 3)
     torch.testing.assert_close(rewritten(x), model(x), rtol=1e-5, atol=1e-5)
 
 
-def test_a_layer_called_twice_or_with_output_size_is_left_alone():
-    class Reused(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.up = nn.ConvTranspose2d(4, 8, 4, 2, 1)
-
-        def forward(self, x):
-            return torch.relu(self.up(x)) + self.up(x)  # one call followed by ReLU, one not
-
-    class Sized(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.up = nn.ConvTranspose2d(4, 8, 4, 2, 1)
-
-        def forward(self, x):
-            return self.up(x, output_size=[6, 6])
-
-    for model in (Reused().eval(), Sized().eval()):
-        rewritten, changed = decompose_convtranspose(model)
-        assert changed == []
-        x = torch.randn(2, 4, 3, 3)
-        torch.testing.assert_close(rewritten(x), model(x))
+@pytest.mark.parametrize("model_class", [_CalledTwice, _WithOutputSize])
+def test_a_layer_called_twice_or_with_output_size_is_left_alone(model_class):
+    model = model_class().eval()
+    rewritten, changed = decompose_convtranspose(model)
+    assert changed == []
+    x = torch.randn(2, 4, 3, 3)
+    torch.testing.assert_close(rewritten(x), model(x))

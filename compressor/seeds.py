@@ -1,0 +1,11 @@
+"""Seed offsets: every use of prior samples gets its own, so no two uses ever share latents.
+
+The parity check never sees calibration inputs, the benchmark never sees parity inputs, and so on; they
+all live here so a reader can see they are distinct. Each is added to the run's seed.
+"""
+
+PARITY_SEED_OFFSET = 1_000
+BENCHMARK_SEED_OFFSET = 2_000
+CALIBRATION_SEED_OFFSET = 3_000
+SENSITIVITY_SEED_OFFSET = 4_000
+REWRITE_CHECK_SEED_OFFSET = 7_000
