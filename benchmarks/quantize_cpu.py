@@ -1,13 +1,18 @@
 """int8 on ONNX Runtime CPU, side by side, in one run: for each demo model, on the same fp32 ONNX export,
 
 - fp32: the plain export, run by ORT;
-- compressor: our int8 artifact (`compressor run --target cpu`: rewrites + U8S8 per-channel PTQ);
+- compressor-ptq: our int8 artifact (`compressor run --target cpu`: rewrites + U8S8 per-channel PTQ with
+  7-bit weights);
+- compressor-qat: `compressor run --target cpu --profile qat` (rewrites + NNCF QAT, same grid);
+- compressor-ptq-8bit: PTQ for `--target cpu-x86-vnni` (all 8 weight bits), which only VNNI cores run
+  without saturating: on a CPU without VNNI this row shows what saturation costs;
 - ort-defaults: onnxruntime.quantization.quantize_static with its defaults;
-- nncf-defaults: nncf.quantize with its defaults (ONNX backend), if nncf is installed.
+- nncf-defaults: nncf.quantize with its defaults (ONNX backend).
 
 Each gets its file size, latency at batch 1 and 16 (2 threads, warm-up, then the median over rounds that
 interleave the variants so drift hits all alike), PSNR and max error vs the fp32 export on the same seeded
-latents, executed MACs (from the ONNX graph) and achieved MAC/s against this CPU's measured peaks.
+latents, executed MACs (from the ONNX graph) and achieved MAC/s against this CPU's peaks, measured in the
+same run with ORT's own kernels on a large matrix product (uint8 x int8 and fp32).
 
     python benchmarks/quantize_cpu.py [--runs 200] [--out benchmarks/results]
 """
@@ -29,14 +34,13 @@ from compressor.checkpoint import load_checkpoint
 from compressor.config import resolve
 from compressor.evaluate.latency import time_callable
 from compressor.evaluate.paired import data_range_of, psnr
+from compressor.hostcpu import cpu_flags
 from compressor.runtimes import onnxruntime as ort_runtime
 from compressor.runtimes.onnx_export import export_onnx
 from compressor.seeds import BENCHMARK_SEED_OFFSET, CALIBRATION_SEED_OFFSET
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMOS = ["digits-dcgan", "digits-vae"]
-# Measured peaks of this project's machines (DESIGN.md): 2 cores, AVX512-VNNI.
-PEAK_MACS = {"int8": 1.0e12, "fp32": 0.25e12}
 BATCHES = (1, 16)
 
 
@@ -46,10 +50,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     target = resolve("cpu").target
-    results = {"machine": platform.processor() or platform.machine(), "threads": target.benchmark.threads, "models": {}}
+    results = {
+        "machine": platform.processor() or platform.machine(),
+        "cpu_flags": sorted(cpu_flags()),
+        "threads": target.benchmark.threads,
+        "peak_macs_per_s": measured_peaks(target.benchmark.threads),
+        "models": {},
+    }
     with tempfile.TemporaryDirectory() as scratch:
         for demo in DEMOS:
-            results["models"][demo] = measure_demo(demo, Path(scratch) / demo, target, args.runs)
+            results["models"][demo] = measure_demo(demo, Path(scratch) / demo, target, args.runs, results["peak_macs_per_s"])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "quantize_cpu.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown_table(results)
@@ -57,20 +67,24 @@ def main() -> None:
     print(table)
 
 
-def measure_demo(demo: str, work: Path, target, runs: int) -> dict:
+def measure_demo(demo: str, work: Path, target, runs: int, peaks: dict[str, float]) -> dict:
     work.mkdir(parents=True)
     loaded = load_checkpoint(ROOT / "examples" / demo)
     fp32 = export_onnx(loaded.model, loaded.card, work / "fp32.onnx", opset=target.opset)
     calibration = batches(prior_samples(loaded.card, 256, seed=CALIBRATION_SEED_OFFSET), 16)  # what ptq draws
-    release = api.run(api.RunConfig(checkpoint=ROOT / "examples" / demo, target="cpu", out=work / "release"))
+
+    def ours(target_name: str, profile: str | None) -> Path:
+        config = api.RunConfig(checkpoint=ROOT / "examples" / demo, target=target_name, profile=profile, out=work / (profile or "ptq"))
+        return api.run(config).release_dir / "model.onnx"
+
     variants = {
         "fp32": fp32,
-        "compressor": release.release_dir / "model.onnx",
+        "compressor-ptq": ours("cpu", None),
+        "compressor-qat": ours("cpu", "qat"),
+        "compressor-ptq-8bit": ours("cpu-x86-vnni", None),
         "ort-defaults": ort_defaults(fp32, work / "ort.onnx", calibration),
+        "nncf-defaults": nncf_defaults(fp32, work / "nncf.onnx", calibration),
     }
-    nncf_model = nncf_defaults(fp32, work / "nncf.onnx", calibration)
-    if nncf_model is not None:
-        variants["nncf-defaults"] = nncf_model
     latents = prior_samples(loaded.card, 64, seed=5_000)
     runners = {name: ort_runtime.load(path, target) for name, path in variants.items()}
     reference = runners["fp32"](latents)[0]
@@ -89,7 +103,7 @@ def measure_demo(demo: str, work: Path, target, runs: int) -> dict:
             "max_abs_error_vs_fp32": float(np.abs(output - reference).max()),
             "executed_macs_per_sample": macs,
             "achieved_macs_per_s_batch16": macs * 16 / (median16 / 1e3),
-            "fraction_of_peak_batch16": macs * 16 / (median16 / 1e3) / PEAK_MACS[precision],
+            "fraction_of_peak_batch16": macs * 16 / (median16 / 1e3) / peaks[precision],
         }
     return rows
 
@@ -103,14 +117,41 @@ def ort_defaults(fp32: Path, out: Path, calibration: list[dict]) -> Path:
     return out
 
 
-def nncf_defaults(fp32: Path, out: Path, calibration: list[dict]) -> Path | None:
-    try:
-        import nncf
-    except ImportError:
-        return None
+def nncf_defaults(fp32: Path, out: Path, calibration: list[dict]) -> Path:
+    import nncf
+
     quantized = nncf.quantize(onnx.load(str(fp32)), nncf.Dataset(calibration))
     onnx.save(quantized, str(out))
     return out
+
+
+def measured_peaks(threads: int, size: int = 1024, runs: int = 20) -> dict[str, float]:
+    """MAC/s of ORT's own kernels on a size^3 matrix product, uint8 x int8 (MatMulInteger, the MLAS kernel
+    family QLinearConv/QGemm use) and fp32 (MatMul): the practical peak of this CPU for each precision."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    peaks = {}
+    for precision, op, a_type, b in (
+        ("int8", "MatMulInteger", TensorProto.UINT8, rng.integers(-64, 64, (size, size)).astype(np.int8)),
+        ("fp32", "MatMul", TensorProto.FLOAT, rng.standard_normal((size, size)).astype(np.float32)),
+    ):
+        out_type = TensorProto.INT32 if precision == "int8" else TensorProto.FLOAT
+        graph = helper.make_graph(
+            [helper.make_node(op, ["a", "b"], ["y"])], "peak",
+            [helper.make_tensor_value_info("a", a_type, [size, size])],
+            [helper.make_tensor_value_info("y", out_type, [size, size])],
+            [numpy_helper.from_array(b, "b")],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=10)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        a = rng.integers(0, 256, (size, size)).astype(np.uint8) if precision == "int8" else rng.standard_normal((size, size)).astype(np.float32)
+        stats = time_callable(lambda: session.run(None, {"a": a}), warmup=3, runs=runs)
+        peaks[precision] = size**3 / (stats["min_ms"] / 1e3)
+    return peaks
 
 
 def interleaved_latency(runners: dict, card, runs: int, rounds: int = 5) -> dict:
@@ -153,8 +194,12 @@ def executed_macs(path: Path) -> int:
 
 
 def markdown_table(results: dict) -> str:
+    peaks = results["peak_macs_per_s"]
     lines = [
-        f"Threads: {results['threads']}. Latency: median ms over interleaved rounds. PSNR and max error vs the fp32 export.",
+        f"CPU flags: {', '.join(results['cpu_flags']) or 'none found'}. Threads: {results['threads']}. "
+        f"Measured peaks (ORT, 1024^3 matrix product): int8 {peaks['int8'] / 1e9:.0f} GMAC/s, "
+        f"fp32 {peaks['fp32'] / 1e9:.0f} GMAC/s.",
+        "Latency: median ms over interleaved rounds. PSNR and max error vs the fp32 export on the same 64 latents.",
         "",
         "| model | variant | size MB | x fp32 size | batch 1 ms | batch 16 ms | x fp32 (b16) | PSNR dB | max err | MACs/sample | % of peak (b16) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",

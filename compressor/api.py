@@ -120,7 +120,7 @@ def run(config: RunConfig, on_step: Callable[[str, str], None] | None = None) ->
         fp32 = _export(model, runtime, ctx, steps, manifest, FP32_ARTIFACT if artifact_stages else FINAL_ARTIFACT)
         _check_and_time(fp32, "fp32", None, runtime, ctx, steps, manifest)
         for stage in artifact_stages:
-            result = steps.run(stage.kind, lambda: stage.run_on_artifact(fp32, ctx, runtime))
+            result = steps.run(stage.kind, lambda: stage.run_on_artifact(fp32, model, ctx, runtime))
             _record_stage(stage, result, steps, manifest, ctx)
             for path in result.artifacts.values():
                 _check_and_time(path, result.metrics["precision"], stage.min_psnr, runtime, ctx, steps, manifest)
@@ -235,7 +235,7 @@ def _parity_message(artifact: Path, parity: dict[str, Any]) -> str:
         return (
             f"{artifact.name}: PSNR vs the torch model is {parity['psnr_db']:.1f} dB, below the required "
             f"{parity['min_psnr']:.1f} dB; keep sensitive layers in float (--set stages.ptq.auto_precision=true, "
-            "or ptq rules), or lower --set stages.ptq.min_psnr"
+            "or rules in the ptq/qat stage), or lower the stage's min_psnr (--set stages.<ptq|qat>.min_psnr=...)"
         )
     return (
         f"{artifact.name}: output differs from the torch model by {parity['max_abs_error']:.3g} "

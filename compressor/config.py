@@ -51,6 +51,11 @@ class QuantizationRules(_Frozen):
     )
     activation_symmetric: bool = Field(False, description="Zero point fixed at 0 (TensorRT needs it).")
     weight_per_channel: bool = Field(True, description="One int8 scale per output channel.")
+    weight_bits: Literal[7, 8] = Field(
+        8,
+        description="Weight levels used: 7 (-64..64) keeps x86 cores without VNNI from saturating the int16 sums "
+        "of their u8 x s8 multiply-add (AVX2's vpmaddubsw); 8 for VNNI cores, GPUs and phones.",
+    )
 
 
 class Target(_Frozen):
@@ -86,8 +91,10 @@ class Profile(_Frozen):
         if repeated:
             raise ValueError(f"stage kind(s) {repeated} appear more than once; merge them into one entry")
         after = [stage.after_export for stage in stages]
-        if after != sorted(after):  # the artifact-side stages (ptq) work on the export, which comes last
-            raise ValueError("stages that work on the exported artifact (ptq) must come after all the others")
+        if after != sorted(after):  # the artifact-side stages (ptq, qat) work on the export, which comes last
+            raise ValueError("stages that work on the exported artifact (ptq, qat) must come after all the others")
+        if sum(after) > 1:  # each writes the final artifact
+            raise ValueError("ptq and qat both write the int8 artifact; keep one of them in the profile")
         return stages
 
 

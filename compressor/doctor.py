@@ -20,7 +20,21 @@ def check_all() -> dict[str, str | None]:
     checks["runtime tensorrt"] = "not implemented yet in this version" + _also_missing("tensorrt", "TensorRT")
     checks["runtime tflite"] = "not implemented yet in this version" + _also_missing("ai_edge_litert", "the [tflite] extra")
     checks["cuda gpu"] = _cuda_reason()
+    checks["extra qat (nncf)"] = None if importlib.util.find_spec("nncf") else "NNCF is not installed; pip install -e '.[qat]'"
+    checks["int8 vnni"] = _vnni_reason()
     return checks
+
+
+def _vnni_reason() -> str | None:
+    from compressor.hostcpu import cpu_flags, has_vnni
+
+    flags = cpu_flags()
+    if has_vnni(flags):
+        return None
+    return (
+        f"this CPU has no VNNI (flags: {', '.join(sorted(flags)) or 'none found'}): int8 artifacts with 8-bit weights "
+        "(target cpu-x86-vnni) saturate here; target cpu-x86 uses 7-bit weights and is exact"
+    )
 
 
 def _also_missing(module: str, what: str) -> str:

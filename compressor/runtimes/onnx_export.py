@@ -40,6 +40,40 @@ def export_onnx(model: nn.Module, card: ModelCard, path: Path, opset: int) -> Pa
     return path
 
 
+def export_fake_quantized(model: nn.Module, card: ModelCard, path: Path, opset: int) -> Path:
+    """Export a model whose quantizers are torch fake-quantize ops (NNCF after nncf.strip) as QDQ ONNX.
+
+    The dynamo exporter cannot trace torch's FakeQuantize modules (a data-dependent branch on their
+    observer flag), so this goes through the TorchScript exporter, whose graph computes some constants at
+    run time (Pad amounts through a reversed Slice it cannot fold); ONNX Runtime's hardware-independent
+    (basic) graph optimizations fold those, and are saved in place.
+    """
+    import onnx
+
+    example = tuple(sample_inputs(card, _EXAMPLE_BATCH, seed=0).values())
+    try:
+        with _quiet_exporter(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
+            _export_torchscript(model, example, card, path, opset)
+        _fold_constants(path)
+        onnx.checker.check_model(str(path))
+    except Exception as exc:
+        raise ExportError(
+            f"QDQ ONNX export of {card.name} failed ({type(exc).__name__}: {first_line(exc)}); "
+            "rerun with --debug for the traceback"
+        ) from exc
+    return path
+
+
+def _fold_constants(path: Path) -> None:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(path)
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def _export_dynamo(model: nn.Module, example: tuple, card: ModelCard, path: Path, opset: int) -> None:
     batch = torch.export.Dim("batch", min=1)
     dynamic_shapes = {name: {0: batch} for name in card.inputs}
@@ -57,8 +91,9 @@ def _export_dynamo(model: nn.Module, example: tuple, card: ModelCard, path: Path
     program.save(str(path), external_data=False)
 
 
-def _export_torchscript(model: torch.jit.ScriptModule, example: tuple, card: ModelCard, path: Path, opset: int) -> None:
-    """torch.export cannot read TorchScript; the TorchScript-based exporter can (dynamic_axes for the batch)."""
+def _export_torchscript(model: nn.Module, example: tuple, card: ModelCard, path: Path, opset: int) -> None:
+    """The TorchScript-based exporter, for what torch.export cannot read (TorchScript models, torch's
+    fake-quantize modules); dynamic_axes keep the batch free."""
     names = [*card.inputs, *card.outputs]
     torch.onnx.export(
         model,

@@ -32,6 +32,28 @@ def quantize(fp32: Path, out: Path, batches, target: Target, method: str, percen
     return onnxruntime_quantize.quantize(fp32, out, batches, target, method, percentile, exclude)
 
 
+def export_quantized(model: nn.Module, card: ModelCard, target: Target, path: Path) -> Path:
+    """QDQ ONNX of a fake-quantized torch model (NNCF's, after strip), made fast on this runtime: activations
+    re-typed as the target says (uint8 on x86), exact requantization in front of convs that read an
+    interleaved tensor, int32 biases (see onnx_qdq.py)."""
+    import onnx
+
+    from compressor.runtimes import onnx_qdq
+    from compressor.runtimes.onnx_export import export_fake_quantized
+    from compressor.runtimes.onnx_graph import fold_pads_into_convs
+
+    export_fake_quantized(model, card, Path(path), opset=target.opset)
+    graph = onnx.load(str(path))
+    fold_pads_into_convs(graph)  # first: a Pad between the requantized tensor and its conv would block fusion
+    if target.quantization.activations == "uint8":
+        onnx_qdq.retype_activations_to_uint8(graph)
+    onnx_qdq.requantize_before_convs(graph)
+    onnx_qdq.quantize_biases(graph)
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(path))
+    return Path(path)
+
+
 def load(artifact: Path, target: Target) -> Callable[[dict[str, np.ndarray]], list[np.ndarray]]:
     """A runner: input arrays by name -> output arrays, on an ORT session set up as the target says."""
     import onnxruntime as ort

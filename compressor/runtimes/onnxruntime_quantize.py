@@ -37,6 +37,7 @@ def quantize(
             calibration_reader(batches),
             quant_format=QuantFormat.QDQ,
             per_channel=rules.weight_per_channel,
+            reduce_range=rules.weight_bits == 7,  # ORT's 7-bit weights (see QuantizationRules.weight_bits)
             activation_type=QuantType.QUInt8 if rules.activations == "uint8" else QuantType.QInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=list(exclude),

@@ -7,8 +7,9 @@ from typing import Annotated, Union
 from pydantic import Field
 
 from compressor.stages.ptq import PTQConfig
+from compressor.stages.qat import QATConfig
 from compressor.stages.rewrite import RewriteConfig
 
-STAGE_CONFIGS = (RewriteConfig, PTQConfig)
+STAGE_CONFIGS = (RewriteConfig, PTQConfig, QATConfig)
 
 AnyStageConfig = Annotated[Union[STAGE_CONFIGS], Field(discriminator="kind")]

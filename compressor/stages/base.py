@@ -29,8 +29,9 @@ class StageConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: str
-    # Stages that transform the exported artifact (e.g. the runtime's own quantizer) rather than the torch
-    # model set this and implement run_on_artifact(artifact, ctx, runtime); they run after export.
+    # Stages that make the final artifact (the runtime's own quantizer, QAT's QDQ export) rather than a new
+    # torch model set this and implement run_on_artifact(fp32_artifact, model, ctx, runtime): they run after
+    # the fp32 export, and get the torch model that was exported too.
     after_export: ClassVar[bool] = False
 
     def run(self, model: nn.Module, ctx: RunContext) -> StageResult:  # pragma: no cover - abstract

@@ -42,7 +42,7 @@ class PTQConfig(StageConfig):
     rules: list[LayerRule] = Field(default_factory=list, description="Per-layer precision rules; the last match wins.")
     auto_precision: bool = Field(False, description="Keep the most sensitive layers in float until min_psnr is met.")
 
-    def run_on_artifact(self, fp32: Path, ctx, runtime) -> StageResult:
+    def run_on_artifact(self, fp32: Path, model, ctx, runtime) -> StageResult:
         target = ctx.config.target
         if "int8" not in target.precisions or not hasattr(runtime, "quantize"):
             raise ConfigError(

@@ -1,0 +1,28 @@
+"""What this machine's CPU can do for int8: the x86 vector extensions that decide how ONNX Runtime's int8
+kernels run (read from /proc/cpuinfo; empty elsewhere).
+
+Without VNNI, x86 int8 kernels multiply uint8 x int8 pairs and add them in int16 (AVX2's vpmaddubsw),
+which saturates with full 8-bit weights; targets say which weight range they use (config.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The int8-relevant flags of the first CPU listed (all cores of a machine share them)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split()) & set(INT8_FLAGS)
+    return set()
+
+
+def has_vnni(flags: set[str]) -> bool:
+    return bool(flags & {"avx512_vnni", "avx_vnni"})

@@ -1,0 +1,170 @@
+"""Exact passes over a QDQ ONNX graph that let ONNX Runtime's x86 CPU kernels run it in int8.
+
+A QDQ model from a torch-side quantizer (NNCF) is numerically right for ORT but slow on it (DESIGN.md,
+'int8 on ORT CPU'):
+- NNCF quantizes signed activations (the latent input, a pre-tanh output) to int8; ORT's x86 kernels want
+  uint8 activations with int8 weights (U8S8) and leave S8 activations unfused. `retype_activations_to_uint8`
+  shifts each such Q/DQ pair to uint8 with zero point z + 128, which is exact: (q + 128) - (z + 128) = q - z.
+- NNCF puts one activation quantizer on each tensor that feeds a quantized op, as early as it can: after the
+  per-phase ReLUs, in front of the phase interleave (Transpose/Reshape/Concat). The conv that reads the
+  interleaved tensor then has no DequantizeLinear in front of it, so ORT runs it in fp32.
+  `requantize_before_convs` inserts Q -> DQ with the same scale and zero point right before such a conv when
+  every value reaching it comes, through ops that only move or zero-pad values, from DequantizeLinear nodes
+  that share one scale and zero point. The values are already on that grid, so the new pair is exact.
+- NNCF leaves biases in float. ORT fuses a Gemm into QGemm only with an int32 bias behind a
+  DequantizeLinear (scale = input scale x weight scale, zero point 0), the form its own quantizer writes;
+  `quantize_biases` writes that form (rounding the bias to 1/(input scale x weight scale), as every int8
+  kernel does internally; the only pass here that is not bit-exact).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+# Ops that move values without changing them (or pad with 0.0, which is on every quantization grid).
+_LAYOUT_OPS = {"Transpose", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Concat", "Pad", "Slice", "DepthToSpace",
+               "SpaceToDepth", "Identity"}
+_QUANTIZABLE = {"Conv", "Gemm", "MatMul"}
+
+
+def retype_activations_to_uint8(model: onnx.ModelProto) -> int:
+    """Give every int8 activation Q/DQ pair a uint8 zero point z + 128 (exact). Returns the count of Q nodes."""
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    readers = _readers(graph)
+    retyped: set[str] = set()
+    for quantize in [node for node in graph.node if node.op_type == "QuantizeLinear"]:
+        if quantize.input[0] in initializers:  # a weight: int8 weights are what ORT wants
+            continue
+        zero_point = initializers.get(quantize.input[2]) if len(quantize.input) > 2 else None
+        if zero_point is None or zero_point.data_type != onnx.TensorProto.INT8:
+            continue
+        dequantizers = readers.get(quantize.output[0], [])
+        if not dequantizers or any(node.op_type != "DequantizeLinear" for node in dequantizers):
+            continue  # a Q whose int8 output leaves the graph or feeds another op keeps its type
+        shifted = numpy_helper.to_array(zero_point).astype(np.int16) + 128
+        name = f"{quantize.output[0]}_zero_point_uint8"
+        graph.initializer.append(numpy_helper.from_array(shifted.astype(np.uint8), name))
+        for node in [quantize, *dequantizers]:
+            node.input[2] = name
+        retyped.add(quantize.output[0])
+    _drop_unused_initializers(graph)
+    stale = [info for info in graph.value_info if info.name in retyped]  # recorded as int8 by the exporter
+    for info in stale:
+        graph.value_info.remove(info)
+    return len(retyped)
+
+
+def requantize_before_convs(model: onnx.ModelProto) -> int:
+    """Insert an exact Q -> DQ in front of each conv-like op whose input is on one quantization grid but no
+    longer dequantized right before it (see the module docstring). Returns the count inserted."""
+    graph = model.graph
+    producers = {output: node for node in graph.node for output in node.output}
+    constants = {init.name for init in graph.initializer}
+    inserted = 0
+    for position, node in reversed(list(enumerate(graph.node))):
+        if node.op_type not in _QUANTIZABLE or node.input[0] in constants:
+            continue
+        source = producers.get(node.input[0])
+        if source is None or source.op_type == "DequantizeLinear":
+            continue
+        grid = _common_grid(node.input[0], producers, constants, graph)
+        if grid is None:
+            continue
+        scale, zero_point = grid
+        base = f"{node.name or node.output[0]}_input_requantized"
+        quantize = helper.make_node("QuantizeLinear", [node.input[0], scale, zero_point], [f"{base}_q"], name=f"{base}_Q")
+        dequantize = helper.make_node("DequantizeLinear", [f"{base}_q", scale, zero_point], [base], name=f"{base}_DQ")
+        node.input[0] = base
+        graph.node.insert(position, dequantize)
+        graph.node.insert(position, quantize)
+        inserted += 1
+    return inserted
+
+
+def quantize_biases(model: onnx.ModelProto) -> int:
+    """Replace each float bias of a conv-like op whose input and weight are dequantized by an int32
+    DequantizeLinear of it (see the module docstring). Returns the count."""
+    graph = model.graph
+    producers = {output: node for node in graph.node for output in node.output}
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    done = 0
+    for position, node in reversed(list(enumerate(graph.node))):
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3 or node.input[2] not in values:
+            continue
+        data, weight = producers.get(node.input[0]), producers.get(node.input[1])
+        if not (data and weight and data.op_type == weight.op_type == "DequantizeLinear"):
+            continue
+        input_scale, weight_scale = values.get(data.input[1]), values.get(weight.input[1])
+        if input_scale is None or weight_scale is None or input_scale.size != 1:
+            continue
+        scale = (input_scale.astype(np.float64) * weight_scale.astype(np.float64)).astype(np.float32).reshape(-1)
+        bias = values[node.input[2]]
+        if scale.size not in (1, bias.size) or np.any(scale == 0):
+            continue
+        scale = np.broadcast_to(scale, bias.shape).copy()
+        levels = np.clip(np.round(bias.astype(np.float64) / scale), -(2**31), 2**31 - 1).astype(np.int32)
+        base = f"{node.name or node.output[0]}_bias_int32"
+        graph.initializer.extend([
+            numpy_helper.from_array(levels, base),
+            numpy_helper.from_array(scale, f"{base}_scale"),
+            numpy_helper.from_array(np.zeros(bias.shape, np.int32), f"{base}_zero_point"),
+        ])
+        dequantize = helper.make_node("DequantizeLinear", [base, f"{base}_scale", f"{base}_zero_point"],
+                                      [f"{base}_dequantized"], name=f"{base}_DQ", axis=0)
+        node.input[2] = dequantize.output[0]
+        graph.node.insert(position, dequantize)
+        done += 1
+    _drop_unused_initializers(graph)
+    return done
+
+
+def _common_grid(tensor: str, producers: dict, constants: set[str], graph) -> tuple[str, str] | None:
+    """(scale, zero point) initializer names shared by every DequantizeLinear that `tensor` is made from
+    through layout ops only; None when the values come from anything else or from different grids."""
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    grids: list[tuple[str, str]] = []
+    pending = [tensor]
+    while pending:
+        node = producers.get(pending.pop())
+        if node is None:
+            return None  # a graph input: not on any grid we know
+        if node.op_type == "DequantizeLinear":
+            if len(node.input) < 3 or values.get(node.input[1]) is None or values[node.input[1]].size != 1:
+                return None  # per-channel or without a constant zero point: not an activation grid
+            grids.append((node.input[1], node.input[2]))
+            continue
+        if node.op_type not in _LAYOUT_OPS or (node.op_type == "Pad" and not _pads_with_zero(node, values)):
+            return None
+        data_inputs = node.input if node.op_type == "Concat" else node.input[:1]
+        pending.extend(name for name in data_inputs if name not in constants)
+    first_scale, first_zero = values[grids[0][0]], values[grids[0][1]]
+    for scale, zero_point in grids[1:]:
+        if values[scale] != first_scale or values[zero_point] != first_zero or values[zero_point].dtype != first_zero.dtype:
+            return None
+    return grids[0]
+
+
+def _pads_with_zero(pad: onnx.NodeProto, values: dict[str, np.ndarray]) -> bool:
+    mode = next((helper.get_attribute_value(a) for a in pad.attribute if a.name == "mode"), b"constant")
+    fill = values.get(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else np.zeros(())
+    return mode == b"constant" and fill is not None and not np.any(fill != 0)
+
+
+def _readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    for output in graph.output:
+        readers.setdefault(output.name, []).append(onnx.NodeProto(op_type="GraphOutput"))
+    return readers
+
+
+def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    used = {name for node in graph.node for name in node.input}
+    unused = [init for init in graph.initializer if init.name not in used]
+    for init in unused:
+        graph.initializer.remove(init)

@@ -1,0 +1,153 @@
+"""NNCF plumbing for the qat stage, imported only when a qat stage runs (NNCF is an optional extra)."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import os
+
+import torch
+import torch.nn as nn
+
+from compressor.errors import ConfigError
+
+_WRAPPER_PREFIX = "model."  # parameter names inside Wrapped
+
+
+MAX_INPUTS = 4
+
+
+class Wrapped(nn.Module):
+    """Holds the model as a child: NNCF sends a torch.fx GraphModule (what rewrites return) to its
+    experimental FX backend, which fails on it; a plain module goes to its regular torch backend.
+
+    The inputs are named parameters, not *inputs: NNCF quantizes a model input only when it arrives as a
+    named argument of forward(), and without that quantizer the first layer would run in float."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_0, input_1=None, input_2=None, input_3=None):
+        return self.model(*(x for x in (input_0, input_1, input_2, input_3) if x is not None))
+
+
+def import_nncf():
+    os.environ.setdefault("NNCF_CI", "1")  # no telemetry (DESIGN.md)
+    try:
+        import nncf
+    except ImportError as exc:
+        raise ConfigError(f"qat needs NNCF ({exc}); pip install -e '.[qat]'") from exc
+    return nncf
+
+
+@contextlib.contextmanager
+def quiet():
+    """NNCF draws progress bars and logs INFO lines; torchao (imported by nncf.strip) warns about GPU kernels
+    it cannot load on a CPU machine. None of it is for the user of a CLI that reports its own steps."""
+    loggers = [logging.getLogger(name) for name in ("nncf", "torchao", "torch.utils._pytree")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def use_weight_bits(quantized: nn.Module, weight_bits: int) -> int:
+    """Put every weight quantizer on exactly the grid the target runs (7-bit weights on x86 without VNNI,
+    config.py), so fine-tuning sees the rounding the deployed kernels do; the clipping range stays, the
+    steps double, as ORT's reduce_range does. Set on the quantizers after nncf.quantize because NNCF's
+    hardware config refuses 7-bit quantizers up front, and its "overflow fix" only initialises the scale
+    for half the range, then trains and exports all 8 bits. Returns the count of quantizers changed."""
+    changed = 0
+    for _, module, _ in _weight_quantizers(quantized):
+        if module.num_bits != weight_bits:
+            module.num_bits = weight_bits
+            changed += 1
+    return changed
+
+
+def bake_narrow_weights(quantized: nn.Module, example: torch.Tensor) -> None:
+    """Make the model strippable after use_weight_bits: nncf.strip converts only 8-bit quantizers. Each
+    weight is replaced by its fake-quantized value (what training used), and its quantizer becomes an
+    8-bit one with the same step (scale x level_high(8) / level_high(n)). The baked weights sit on levels
+    within the n-bit range, so the exported int8 weights are exactly the n-bit ones."""
+    from nncf.torch.function_hook.nncf_graph.nncf_graph_builder import build_nncf_graph
+    from nncf.torch.model_graph_manager import get_const_node
+
+    graph = build_nncf_graph(quantized, example)
+    with torch.no_grad():
+        for op_name, module, port in _weight_quantizers(quantized):
+            if module.num_bits == 8:
+                continue
+            const = get_const_node(graph.get_node_by_name(op_name), port, graph)
+            weight = quantized.get_parameter(const.layer_attributes.name)
+            low, high = module.get_input_low_input_high()
+            weight.copy_(module.quantize(torch.clamp(weight, low, high)))
+            narrow_high = module.level_high
+            module.num_bits = 8
+            module.scale = nn.Parameter(module.scale * (module.level_high / narrow_high))
+
+
+def _weight_quantizers(quantized: nn.Module):
+    """(op name, quantizer, input port) of each weight quantizer: the per-channel ones NNCF hooks onto an
+    op's input."""
+    from nncf.torch.function_hook.hook_storage import decode_hook_name
+    from nncf.torch.function_hook.wrapper import get_hook_storage
+    from nncf.torch.quantization.layers import BaseQuantizer
+
+    for name, module in get_hook_storage(quantized).named_hooks():
+        hook_type, op_name, port = decode_hook_name(name)
+        if hook_type == "pre_hooks" and isinstance(module, BaseQuantizer) and module.per_channel:
+            yield op_name, module, port
+
+
+def quantizable_layers(wrapped: Wrapped, example: torch.Tensor) -> tuple[list[str], dict[str, list[str]]]:
+    """Module names of the layers NNCF may quantize (the owners of weights that ops read, in graph order,
+    named as the ptq stage and `compressor inspect` name them) and, per layer, the NNCF graph nodes that
+    read its weight (what an IgnoredScope names to keep the layer in float)."""
+    from nncf.torch.function_hook.nncf_graph.nncf_graph_builder import build_nncf_graph
+
+    graph = build_nncf_graph(wrapped, example)
+    op_nodes: dict[str, list[str]] = {}
+    for node in graph.get_all_nodes():
+        if node.node_type != "nncf_model_const" or not node.node_name.endswith(".weight"):
+            continue
+        layer = node.node_name.removeprefix(_WRAPPER_PREFIX).removesuffix(".weight")
+        users = [edge.to_node.node_name for edge in graph.get_output_edges(node)]
+        if users:
+            op_nodes.setdefault(layer, []).extend(users)
+    return list(op_nodes), op_nodes
+
+
+def stripped(quantized: nn.Module, example: torch.Tensor) -> nn.Module:
+    """NNCF's model with its quantizers turned into torch's own fake-quantize ops (which ONNX export maps to
+    QuantizeLinear/DequantizeLinear)."""
+    import nncf
+
+    _unshare_quantizers(quantized)
+    bake_narrow_weights(quantized, example)
+    return nncf.strip(quantized, do_copy=True, strip_format=nncf.StripFormat.NATIVE, example_input=example).eval()
+
+
+def _unshare_quantizers(quantized: nn.Module) -> None:
+    """Give every hook its own quantizer object. NNCF shares one quantizer among the inputs of a concat
+    (unified scales), but nncf.strip converts only the first hook of a shared quantizer (it walks a
+    de-duplicated list) and the others export as OpenVINO's FakeQuantize, which ORT cannot run. The copies
+    keep the same scale, so the shared grid survives."""
+    from nncf.torch.function_hook.wrapper import get_hook_storage
+
+    storage = get_hook_storage(quantized)
+    seen: set[int] = set()
+    for hooks in (storage.pre_hooks, storage.post_hooks):
+        for group in hooks.values():
+            for key, module in list(group.items()):
+                if id(module) in seen:
+                    group[key] = copy.deepcopy(module)
+                seen.add(id(group[key]))

@@ -1,0 +1,145 @@
+"""The QDQ passes that make a torch-side quantizer's ONNX fast on ORT x86: each exact (or, for biases,
+within the bias rounding), each refusing what would change values, and each giving ORT what it fuses."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from compressor.runtimes.onnx_qdq import quantize_biases, requantize_before_convs, retype_activations_to_uint8
+
+RNG = np.random.default_rng(0)
+
+
+def _init(name, array):
+    return numpy_helper.from_array(np.asarray(array), name)
+
+
+def _model(nodes, initializers, inputs, outputs):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=10)
+    onnx.checker.check_model(model)
+    return model
+
+
+def _run(model, feeds, level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL):
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+
+
+def _fused_ops(model, tmp_path):
+    """The op types ORT actually runs after its full optimization."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return [node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+
+
+def _conv_weight(prefix, out_channels, in_channels):
+    """A per-channel symmetric int8 conv weight behind its DequantizeLinear."""
+    levels = RNG.integers(-60, 61, (out_channels, in_channels, 3, 3)).astype(np.int8)
+    scales = RNG.uniform(0.005, 0.02, out_channels).astype(np.float32)
+    inits = [_init(f"{prefix}_w", levels), _init(f"{prefix}_ws", scales),
+             _init(f"{prefix}_wz", np.zeros(out_channels, np.int8))]
+    node = helper.make_node("DequantizeLinear", [f"{prefix}_w", f"{prefix}_ws", f"{prefix}_wz"], [f"{prefix}_wdq"], axis=0)
+    return inits, node
+
+
+def _signed_input_gemm():
+    """x -> Q(int8, z=-3) -> DQ -> Gemm(DQ(int8 weight), float bias) -> y: NNCF's form for a signed input."""
+    inits = [
+        _init("xs", np.float32(0.03)), _init("xz", np.int8(-3)),
+        _init("w", RNG.integers(-60, 61, (6, 5)).astype(np.int8)), _init("ws", np.float32(0.01)), _init("wz", np.int8(0)),
+        _init("b", RNG.standard_normal(6).astype(np.float32)),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xdq"]),
+        helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wdq"]),
+        helper.make_node("Gemm", ["xdq", "wdq", "b"], ["y"], transB=1),
+    ]
+    io = ([helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 5])],
+          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 6])])
+    return _model(nodes, inits, *io)
+
+
+def test_signed_activations_become_uint8_without_changing_a_value():
+    model = _signed_input_gemm()
+    x = {"x": RNG.standard_normal((64, 5)).astype(np.float32) * 3}  # well past the int8 range: saturation too
+    before = _run(model, x)
+    assert retype_activations_to_uint8(model) == 1
+    zero_points = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    quantize = next(node for node in model.graph.node if node.op_type == "QuantizeLinear")
+    assert zero_points[quantize.input[2]].dtype == np.uint8 and zero_points[quantize.input[2]] == 125
+    np.testing.assert_array_equal(_run(model, x), before)
+
+
+def test_weights_and_quantized_graph_outputs_keep_their_type():
+    model = _signed_input_gemm()
+    model.graph.output.append(helper.make_tensor_value_info("xq", TensorProto.INT8, [None, 5]))
+    assert retype_activations_to_uint8(model) == 0  # xq leaves the graph as int8: its type is part of the API
+    weight_zero_point = next(i for i in model.graph.initializer if i.name == "wz")
+    assert weight_zero_point.data_type == TensorProto.INT8
+
+
+def test_bias_becomes_int32_so_ort_fuses_a_qgemm(tmp_path):
+    model = _signed_input_gemm()
+    retype_activations_to_uint8(model)
+    x = {"x": RNG.standard_normal((64, 5)).astype(np.float32)}
+    before = _run(model, x)
+    assert "QGemm" not in _fused_ops(model, tmp_path)  # a float bias blocks ORT's fusion
+    assert quantize_biases(model) == 1
+    bias_scale = 0.03 * 0.01
+    np.testing.assert_allclose(_run(model, x), before, atol=bias_scale / 2 + 1e-6)  # only the bias is rounded
+    assert "QGemm" in _fused_ops(model, tmp_path)
+
+
+def _interleaved_conv(second_scale=0.02, between="Transpose"):
+    """Two uint8-quantized branches, each dequantized, moved (Transpose) and concatenated, then a conv whose
+    output is quantized for the next layer: the shape NNCF leaves after a per-phase ConvTranspose rewrite."""
+    w_inits, w_node = _conv_weight("c", 4, 6)
+    inits = [_init("s1", np.float32(0.02)), _init("s2", np.float32(second_scale)), _init("z0", np.uint8(0)),
+             _init("so", np.float32(0.05)), _init("zo", np.uint8(128)), *w_inits]
+    nodes = [w_node]
+    for branch, scale in (("a", "s1"), ("b", "s2")):
+        nodes += [
+            helper.make_node("Relu", [f"{branch}"], [f"{branch}_r"]),
+            helper.make_node("QuantizeLinear", [f"{branch}_r", scale, "z0"], [f"{branch}_q"]),
+            helper.make_node("DequantizeLinear", [f"{branch}_q", scale, "z0"], [f"{branch}_dq"]),
+        ]
+        if between == "Transpose":
+            nodes.append(helper.make_node("Transpose", [f"{branch}_dq"], [f"{branch}_m"], perm=[0, 1, 3, 2]))
+        else:
+            nodes.append(helper.make_node(between, [f"{branch}_dq"], [f"{branch}_m"]))
+    nodes += [
+        helper.make_node("Concat", ["a_m", "b_m"], ["cat"], axis=1),
+        helper.make_node("Conv", ["cat", "c_wdq"], ["conv"], pads=[1, 1, 1, 1]),
+        helper.make_node("QuantizeLinear", ["conv", "so", "zo"], ["conv_q"]),  # the next layer's input quantizer
+        helper.make_node("DequantizeLinear", ["conv_q", "so", "zo"], ["y"]),
+    ]
+    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, 3, 8, 8]) for name in "ab"]
+    return _model(nodes, inits, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4, 8, 8])])
+
+
+def test_conv_after_an_interleave_gets_an_exact_requantization_and_runs_int8(tmp_path):
+    model = _interleaved_conv()
+    feeds = {name: RNG.standard_normal((2, 3, 8, 8)).astype(np.float32) * 3 for name in "ab"}
+    before = _run(model, feeds)
+    assert "QLinearConv" not in _fused_ops(model, tmp_path)
+    assert requantize_before_convs(model) == 1
+    np.testing.assert_array_equal(_run(model, feeds), before)
+    assert "QLinearConv" in _fused_ops(model, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [_interleaved_conv(second_scale=0.03), _interleaved_conv(between="Sigmoid")],
+    ids=["branches-on-different-grids", "value-changing-op-on-the-way"],
+)
+def test_no_requantization_where_it_would_change_values(model):
+    assert requantize_before_convs(model) == 0
