@@ -20,7 +20,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from compressor.rewrites.graph import finish, replace_module
+from compressor.rewrites.graph import finish, replace_module, trace
 
 # Kernel rows (or columns) used by output phase 0 and 1, in the order of the input rows they multiply:
 # phase 0 reads input rows (m-1, m) through kernel rows (3, 1); phase 1 reads (m, m+1) through (2, 0).
@@ -31,6 +31,8 @@ FEW_OUTPUT_CHANNELS = 4
 
 class PhaseConvTranspose2d(nn.Module):
     """ConvTranspose2d(k=4, s=2, p=1) as four 2x2 stride-1 convs (one per output phase) and an interleave."""
+
+    fx_leaf = True  # see rewrites/graph.py
 
     def __init__(self, layer: nn.ConvTranspose2d, activation: nn.Module | None = None) -> None:
         super().__init__()
@@ -52,6 +54,8 @@ class PhaseConvTranspose2d(nn.Module):
 class SubPixelConvTranspose2d(nn.Module):
     """ConvTranspose2d(k=4, s=2, p=1) as one 3x3 conv computing the four phases as channels + pixel shuffle."""
 
+    fx_leaf = True  # see rewrites/graph.py
+
     def __init__(self, layer: nn.ConvTranspose2d, activation: nn.Module | None = None) -> None:
         super().__init__()
         self.activation = activation if activation is not None else nn.Identity()
@@ -71,9 +75,9 @@ class SubPixelConvTranspose2d(nn.Module):
         return F.pixel_shuffle(self.activation(self.conv(x)), 2)
 
 
-def decompose_convtranspose(model: nn.Module) -> tuple[nn.Module, list[str]]:
+def decompose_convtranspose(model: nn.Module, example: tuple | None = None) -> tuple[nn.Module, list[str]]:
     """Replace every ConvTranspose2d(4, 2, 1) (and a ReLU that alone reads it) with its exact conv form."""
-    graph_module = fx.symbolic_trace(model)
+    graph_module = trace(model)
     modules = dict(graph_module.named_modules())
     calls = [node.target for node in graph_module.graph.nodes if node.op == "call_module"]
     changed = []

@@ -13,7 +13,7 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from compressor.rewrites.graph import finish, replace_module
+from compressor.rewrites.graph import finish, replace_module, trace
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -21,9 +21,9 @@ _TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _RESHAPES = {"view", "reshape", "unflatten"}
 
 
-def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, list[str]]:
+def fold_batchnorm(model: nn.Module, example: tuple | None = None) -> tuple[nn.Module, list[str]]:
     """Return a GraphModule with every foldable BatchNorm folded, and the names of the folded BatchNorms."""
-    graph_module = fx.symbolic_trace(model)
+    graph_module = trace(model)
     modules = dict(graph_module.named_modules())
     folded = []
     for node in list(graph_module.graph.nodes):

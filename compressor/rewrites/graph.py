@@ -18,3 +18,35 @@ def finish(graph_module: fx.GraphModule) -> fx.GraphModule:
     graph_module.delete_all_unused_submodules()
     graph_module.recompile()
     return graph_module
+
+
+class _KeepRewrittenModules(fx.Tracer):
+    """Modules a rewrite put in (they set `fx_leaf = True`) stay single calls when a later rewrite traces the
+    model again, so their names, which layer rules and reports use, survive."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return getattr(module, "fx_leaf", False) or super().is_leaf_module(module, qualified_name)
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    """torch.fx trace for rewrites (see _KeepRewrittenModules)."""
+    tracer = _KeepRewrittenModules()
+    graph = tracer.trace(model)
+    return fx.GraphModule(tracer.root, graph, model.__class__.__name__)
+
+
+def traced_with_shapes(model: nn.Module, example: tuple) -> fx.GraphModule:
+    """Trace `model` and record on each node the shape of its output for `example` (node.meta['tensor_meta']),
+    for rewrites that hold only for particular shapes (a 1x1 input, a fixed spatial size)."""
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    graph_module = trace(model)
+    ShapeProp(graph_module).propagate(*example)
+    return graph_module
+
+
+def input_shape(node: fx.Node) -> tuple[int, ...] | None:
+    """Shape of the first argument of `node`, as recorded by traced_with_shapes (None if unknown)."""
+    source = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
+    meta = source.meta.get("tensor_meta") if source is not None else None
+    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None

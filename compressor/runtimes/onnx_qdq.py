@@ -25,7 +25,7 @@ from onnx import helper, numpy_helper
 
 # Ops that move values without changing them (or pad with 0.0, which is on every quantization grid).
 _LAYOUT_OPS = {"Transpose", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Concat", "Pad", "Slice", "DepthToSpace",
-               "SpaceToDepth", "Identity"}
+               "SpaceToDepth", "Identity", "Gather"}
 _QUANTIZABLE = {"Conv", "Gemm", "MatMul"}
 
 

@@ -38,8 +38,9 @@ class RewriteConfig(StageConfig):
             log.warning("rewrite: skipped %s: torch.fx cannot trace this model (%s)", names, untraceable)
             return StageResult(model=model, state={"applied": {}, "skipped": {name: untraceable for name in names}})
         applied = {}
+        example = tuple(ctx.samples(2, REWRITE_CHECK_SEED_OFFSET).values())  # shapes for shape-bound rewrites
         for name in names:
-            model, applied[name] = REWRITES[name](model)
+            model, applied[name] = REWRITES[name](model, example)
         error = _relative_change(ctx.reference, model, ctx.samples(4, REWRITE_CHECK_SEED_OFFSET))
         if error > self.tolerance:
             raise CompressorError(

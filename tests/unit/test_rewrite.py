@@ -74,7 +74,7 @@ def test_stage_records_what_it_folded_and_the_output_change(tmp_path):
 
 
 def test_stage_refuses_a_rewrite_that_changes_outputs(tmp_path, monkeypatch):
-    def broken(model):
+    def broken(model, example):
         model = TinyGenerator()  # fresh random weights: clearly not the same function
         return model.eval(), ["everything"]
 

@@ -1,0 +1,100 @@
+"""Rewrites that hold only at particular input shapes: a ConvTranspose2d on a 1x1 input as Linear + reshape,
+and ReflectionPad2d as two gathers. Each is exact, applies only where its shape condition holds, and
+leaves an ONNX graph without the op ORT runs slowly or only in float."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+import torch
+import torch.nn as nn
+
+from compressor.modelcard import ModelCard
+from compressor.rewrites import convtranspose_1x1_to_linear, reflection_pad_to_gather
+from compressor.rewrites.convtranspose_1x1 import LinearConvTranspose1x1
+from compressor.rewrites.reflection_pad import GatherReflectionPad2d
+from compressor.runtimes.onnx_export import export_onnx
+
+
+class ClassicDCGAN(nn.Module):
+    """The original DCGAN generator layout: z viewed as nz x 1 x 1, then ConvTranspose2d(nz, C, 4, 1, 0)."""
+
+    def __init__(self, latent_dim: int = 8, bias: bool = False) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(
+            nn.ConvTranspose2d(latent_dim, 16, 4, 1, 0, bias=bias), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.ConvTranspose2d(16, 1, 4, 2, 1), nn.Tanh(),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.blocks(z.view(z.shape[0], -1, 1, 1))
+
+
+class ResidualImageNet(nn.Module):
+    """CycleGAN-style: reflection-padded 7x7 stem, a reflection-padded 3x3 residual block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(3, 8, 7), nn.ReLU())
+        self.block = nn.Sequential(nn.ReflectionPad2d((1, 2, 0, 1)), nn.Conv2d(8, 8, (2, 4)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        return h + self.block(h)
+
+
+def _seeded(model: nn.Module) -> nn.Module:
+    torch.manual_seed(0)
+    for parameter in model.parameters():
+        nn.init.normal_(parameter, std=0.3)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2)
+    return model.eval()
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_convtranspose_on_1x1_input_becomes_an_exact_linear(bias):
+    model = _seeded(ClassicDCGAN(bias=bias))
+    z = torch.randn(5, 8)
+    rewritten, changed = convtranspose_1x1_to_linear(model, (z[:2],))
+    assert changed == ["blocks.0"]  # blocks.3 reads an 4x4 map: not this rewrite's business
+    assert isinstance(rewritten.get_submodule("blocks.0"), LinearConvTranspose1x1)
+    torch.testing.assert_close(rewritten(z), model(z), rtol=1e-5, atol=1e-5)
+
+
+def test_convtranspose_on_a_larger_input_is_left_alone():
+    model = nn.Sequential(nn.ConvTranspose2d(4, 4, 4, 1, 0)).eval()
+    _, changed = convtranspose_1x1_to_linear(model, (torch.randn(2, 4, 2, 2),))
+    assert changed == []
+
+
+@pytest.mark.parametrize("height,width", [(16, 16), (9, 13)])
+def test_reflection_pad_becomes_exact_gathers(height, width):
+    model = _seeded(ResidualImageNet())
+    x = torch.randn(3, 3, height, width)
+    rewritten, changed = reflection_pad_to_gather(model, (x[:2],))
+    assert changed == ["stem.0", "block.0"]
+    assert all(isinstance(rewritten.get_submodule(name), GatherReflectionPad2d) for name in changed)
+    torch.testing.assert_close(rewritten(x), model(x), rtol=1e-5, atol=1e-5)  # conv rounding only (layout)
+
+
+def test_rewritten_exports_have_no_reflect_pad_or_convtranspose(tmp_path):
+    card = ModelCard.model_validate({
+        "name": "n", "family": "other",
+        "inputs": {"x": {"shape": [3, 16, 16], "prior": "normal"}}, "outputs": {"y": {"shape": [8, 16, 16]}},
+    })
+    x = torch.randn(2, 3, 16, 16)
+    rewritten, _ = reflection_pad_to_gather(_seeded(ResidualImageNet()), (x,))
+    graph = onnx.load(str(export_onnx(rewritten, card, tmp_path / "pad.onnx", opset=20))).graph
+    assert not [n for n in graph.node if n.op_type == "Pad"] and any(n.op_type == "Gather" for n in graph.node)
+
+    card = ModelCard.model_validate({
+        "name": "g", "family": "gan",
+        "inputs": {"z": {"shape": [8], "prior": "normal"}}, "outputs": {"image": {"shape": [1, 8, 8]}},
+    })
+    rewritten, _ = convtranspose_1x1_to_linear(_seeded(ClassicDCGAN()), (torch.randn(2, 8),))
+    graph = onnx.load(str(export_onnx(rewritten, card, tmp_path / "dcgan.onnx", opset=20))).graph
+    ops = [n.op_type for n in graph.node]
+    assert ops.count("ConvTranspose") == 1 and "Gemm" in ops  # the 4x4 -> 8x8 layer is decompose_convtranspose's
