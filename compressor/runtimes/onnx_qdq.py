@@ -11,6 +11,11 @@ A QDQ model from a torch-side quantizer (NNCF) is numerically right for ORT but 
   `requantize_before_convs` inserts Q -> DQ with the same scale and zero point right before such a conv when
   every value reaching it comes, through ops that only move or zero-pad values, from DequantizeLinear nodes
   that share one scale and zero point. The values are already on that grid, so the new pair is exact.
+- ORT's own quantizer gives each input of a Concat its own scale, so the Concat requantizes every input to
+  its output's scale (QLinearConcat): two roundings and extra work. `share_concat_scales` quantizes each
+  input straight onto the Concat's output grid instead: one rounding, and the Concat only copies. Only the
+  output scales of the producers change, so their int32 biases (input scale x weight scale) stay valid.
+  (NNCF unifies concat scales itself.)
 - NNCF leaves biases in float. ORT fuses a Gemm into QGemm only with an int32 bias behind a
   DequantizeLinear (scale = input scale x weight scale, zero point 0), the form its own quantizer writes;
   `quantize_biases` writes that form (rounding the bias to 1/(input scale x weight scale), as every int8
@@ -27,6 +32,7 @@ from onnx import helper, numpy_helper
 _LAYOUT_OPS = {"Transpose", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Concat", "Pad", "Slice", "DepthToSpace",
                "SpaceToDepth", "Identity", "Gather"}
 _QUANTIZABLE = {"Conv", "Gemm", "MatMul"}
+_MOVES = {"Transpose", "Reshape", "Unsqueeze", "Squeeze", "Flatten"}  # single-input ops that only move values
 
 
 def retype_activations_to_uint8(model: onnx.ModelProto) -> int:
@@ -82,6 +88,59 @@ def requantize_before_convs(model: onnx.ModelProto) -> int:
         graph.node.insert(position, quantize)
         inserted += 1
     return inserted
+
+
+def share_concat_scales(model: onnx.ModelProto) -> int:
+    """Put every quantized input of a Concat on the grid of the Concat's quantized output (see the module
+    docstring). Returns the count of Concats changed."""
+    graph = model.graph
+    producers = {output: node for node in graph.node for output in node.output}
+    readers = _readers(graph)
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    changed = 0
+    for concat in [node for node in graph.node if node.op_type == "Concat"]:
+        after = readers.get(concat.output[0], [])
+        if len(after) != 1 or after[0].op_type != "QuantizeLinear" or not _per_tensor(after[0], values):
+            continue
+        chains = [_quantized_chain(name, producers, readers) for name in concat.input]
+        if any(not chain or not all(_per_tensor(q, values) for q, _ in chain) for chain in chains):
+            continue
+        for quantize, dequantize in (pair for chain in chains for pair in chain):
+            quantize.input[1:3] = after[0].input[1:3]
+            dequantize.input[1:3] = after[0].input[1:3]
+        changed += 1
+    _drop_unused_initializers(graph)
+    return changed
+
+
+def _quantized_chain(tensor: str, producers: dict, readers: dict) -> list[tuple[onnx.NodeProto, onnx.NodeProto]]:
+    """The Q/DQ pairs from `tensor` back through ops that only move values (ORT's quantizer gives their
+    outputs the scale of their inputs) to the producing layer's output quantizer; all must change together,
+    or each move becomes a requantization that ORT runs in float. Empty when `tensor` is not DQ(Q(x))."""
+    chain = []
+    while (pair := _quantized_pair(tensor, producers, readers)) is not None:
+        chain.append(pair)
+        mover = producers.get(pair[0].input[0])
+        if mover is None or mover.op_type not in _MOVES or len(readers.get(mover.input[0], [])) != 1:
+            break
+        tensor = mover.input[0]
+    return chain
+
+
+def _quantized_pair(tensor: str, producers: dict, readers: dict) -> tuple[onnx.NodeProto, onnx.NodeProto] | None:
+    """(Q, DQ) when `tensor` is DQ(Q(x)) and that Q feeds only that DQ (so changing both changes nothing else)."""
+    dequantize = producers.get(tensor)
+    if dequantize is None or dequantize.op_type != "DequantizeLinear" or len(readers.get(tensor, [])) != 1:
+        return None
+    quantize = producers.get(dequantize.input[0])
+    if quantize is None or quantize.op_type != "QuantizeLinear" or len(readers.get(quantize.output[0], [])) != 1:
+        return None
+    return quantize, dequantize
+
+
+def _per_tensor(node: onnx.NodeProto, values: dict[str, np.ndarray]) -> bool:
+    scale = values.get(node.input[1])
+    return scale is not None and scale.size == 1 and len(node.input) > 2 and node.input[2] in values
 
 
 def quantize_biases(model: onnx.ModelProto) -> int:

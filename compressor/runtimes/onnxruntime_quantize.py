@@ -26,8 +26,12 @@ def quantize(
     fp32: Path, out: Path, batches: list[dict[str, np.ndarray]], target: Target, method: str, percentile: float,
     exclude: Sequence[str] = (),
 ) -> Path:
-    """Write the int8 QDQ model calibrated on `batches`; nodes named in `exclude` stay in float."""
+    """Write the int8 QDQ model calibrated on `batches`; nodes named in `exclude` stay in float. Concat inputs
+    then share their output's scale (onnx_qdq.share_concat_scales)."""
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from compressor.runtimes import onnx_qdq
 
     rules = target.quantization
     with _quiet_root_logger():
@@ -48,6 +52,9 @@ def quantize(
                 "CalibPercentile": percentile,
             },
         )
+    graph = onnx.load(str(out))
+    if onnx_qdq.share_concat_scales(graph):
+        onnx.save(graph, str(out))
     return out
 
 

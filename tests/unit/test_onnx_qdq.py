@@ -9,7 +9,12 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from compressor.runtimes.onnx_qdq import quantize_biases, requantize_before_convs, retype_activations_to_uint8
+from compressor.runtimes.onnx_qdq import (
+    quantize_biases,
+    requantize_before_convs,
+    retype_activations_to_uint8,
+    share_concat_scales,
+)
 
 RNG = np.random.default_rng(0)
 
@@ -143,3 +148,37 @@ def test_conv_after_an_interleave_gets_an_exact_requantization_and_runs_int8(tmp
 )
 def test_no_requantization_where_it_would_change_values(model):
     assert requantize_before_convs(model) == 0
+
+
+def _phases_into_a_concat(scales=(0.02, 0.05)):
+    """ORT's quantizer's form: each branch Q/DQ on its own scale, Concat, then Q/DQ on the Concat's scale."""
+    inits = [_init("s0", np.float32(scales[0])), _init("s1", np.float32(scales[1])), _init("sc", np.float32(0.04)),
+             _init("z", np.uint8(0))]
+    nodes = []
+    for branch in "ab":
+        scale = "s0" if branch == "a" else "s1"
+        nodes += [
+            helper.make_node("Relu", [branch], [f"{branch}_r"]),
+            helper.make_node("QuantizeLinear", [f"{branch}_r", scale, "z"], [f"{branch}_q"]),
+            helper.make_node("DequantizeLinear", [f"{branch}_q", scale, "z"], [f"{branch}_dq"]),
+        ]
+    nodes += [
+        helper.make_node("Concat", ["a_dq", "b_dq"], ["cat"], axis=1),
+        helper.make_node("QuantizeLinear", ["cat", "sc", "z"], ["cat_q"]),
+        helper.make_node("DequantizeLinear", ["cat_q", "sc", "z"], ["y"]),
+    ]
+    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, 3]) for name in "ab"]
+    return _model(nodes, inits, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 6])])
+
+
+def test_concat_inputs_are_quantized_once_onto_the_concat_grid():
+    model = _phases_into_a_concat()
+    feeds = {name: RNG.uniform(-1, 12, (256, 3)).astype(np.float32) for name in "ab"}
+    twice = _run(model, feeds)
+    assert share_concat_scales(model) == 1
+    once = _run(model, feeds)
+    exact = np.clip(np.concatenate([feeds["a"], feeds["b"]], axis=1), 0, 255 * 0.04)
+    np.testing.assert_allclose(once, np.round(exact / 0.04) * 0.04, atol=1e-6)  # one rounding, onto 0.04
+    assert np.abs(once - exact).max() <= np.abs(twice - exact).max()
+    scales = {node.input[1] for node in model.graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")}
+    assert scales == {"sc"}
