@@ -1,7 +1,7 @@
-"""Exact passes over a QDQ ONNX graph that let ONNX Runtime's x86 CPU kernels run it in int8.
+"""Passes over a QDQ ONNX graph that let ONNX Runtime's x86 CPU kernels run it in int8 (exact unless said).
 
-A QDQ model from a torch-side quantizer (NNCF) is numerically right for ORT but slow on it (DESIGN.md,
-'int8 on ORT CPU'):
+A QDQ model from a torch-side quantizer (NNCF), or from ORT's own, is numerically right for ORT but slower
+on it than it needs to be (DESIGN.md, 'int8 on ORT CPU'):
 - NNCF quantizes signed activations (the latent input, a pre-tanh output) to int8; ORT's x86 kernels want
   uint8 activations with int8 weights (U8S8) and leave S8 activations unfused. `retype_activations_to_uint8`
   shifts each such Q/DQ pair to uint8 with zero point z + 128, which is exact: (q + 128) - (z + 128) = q - z.
@@ -13,13 +13,14 @@ A QDQ model from a torch-side quantizer (NNCF) is numerically right for ORT but 
   that share one scale and zero point. The values are already on that grid, so the new pair is exact.
 - ORT's own quantizer gives each input of a Concat its own scale, so the Concat requantizes every input to
   its output's scale (QLinearConcat): two roundings and extra work. `share_concat_scales` quantizes each
-  input straight onto the Concat's output grid instead: one rounding, and the Concat only copies. Only the
+  input straight onto the Concat's output grid instead: one rounding (not bit-exact: the result is the
+  nearer grid point, where two roundings could land one step off), and the Concat only copies. Only the
   output scales of the producers change, so their int32 biases (input scale x weight scale) stay valid.
   (NNCF unifies concat scales itself.)
 - NNCF leaves biases in float. ORT fuses a Gemm into QGemm only with an int32 bias behind a
   DequantizeLinear (scale = input scale x weight scale, zero point 0), the form its own quantizer writes;
   `quantize_biases` writes that form (rounding the bias to 1/(input scale x weight scale), as every int8
-  kernel does internally; the only pass here that is not bit-exact).
+  kernel does internally).
 """
 
 from __future__ import annotations

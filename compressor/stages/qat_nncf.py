@@ -17,6 +17,9 @@ _WRAPPER_PREFIX = "model."  # parameter names inside Wrapped
 
 
 MAX_INPUTS = 4
+# NNCF node types of the ops whose weights int8 quantization is about (not norms' affine weights).
+_WEIGHTED_OPS = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+                 "linear", "matmul", "addmm", "bmm", "baddbmm"}
 
 
 class Wrapped(nn.Module):
@@ -73,7 +76,7 @@ def use_weight_bits(quantized: nn.Module, weight_bits: int) -> int:
     return changed
 
 
-def bake_narrow_weights(quantized: nn.Module, example: torch.Tensor) -> None:
+def bake_narrow_weights(quantized: nn.Module, example) -> None:
     """Make the model strippable after use_weight_bits: nncf.strip converts only 8-bit quantizers. Each
     weight is replaced by its fake-quantized value (what training used), and its quantizer becomes an
     8-bit one with the same step (scale x level_high(8) / level_high(n)). The baked weights sit on levels
@@ -108,7 +111,7 @@ def _weight_quantizers(quantized: nn.Module):
             yield op_name, module, port
 
 
-def quantizable_layers(wrapped: Wrapped, example: torch.Tensor) -> tuple[list[str], dict[str, list[str]]]:
+def quantizable_layers(wrapped: Wrapped, example) -> tuple[list[str], dict[str, list[str]]]:
     """Module names of the layers NNCF may quantize (the owners of weights that ops read, in graph order,
     named as the ptq stage and `compressor inspect` name them) and, per layer, the NNCF graph nodes that
     read its weight (what an IgnoredScope names to keep the layer in float)."""
@@ -120,13 +123,13 @@ def quantizable_layers(wrapped: Wrapped, example: torch.Tensor) -> tuple[list[st
         if node.node_type != "nncf_model_const" or not node.node_name.endswith(".weight"):
             continue
         layer = node.node_name.removeprefix(_WRAPPER_PREFIX).removesuffix(".weight")
-        users = [edge.to_node.node_name for edge in graph.get_output_edges(node)]
+        users = [edge.to_node.node_name for edge in graph.get_output_edges(node) if edge.to_node.node_type in _WEIGHTED_OPS]
         if users:
             op_nodes.setdefault(layer, []).extend(users)
     return list(op_nodes), op_nodes
 
 
-def stripped(quantized: nn.Module, example: torch.Tensor) -> nn.Module:
+def stripped(quantized: nn.Module, example) -> nn.Module:
     """NNCF's model with its quantizers turned into torch's own fake-quantize ops (which ONNX export maps to
     QuantizeLinear/DequantizeLinear)."""
     import nncf

@@ -42,6 +42,21 @@ def test_int8_artifact_is_qdq_with_uint8_activations_and_per_channel_int8_weight
     assert all(initializers[n.input[2]].dtype == np.uint8 for n in activation_q)
 
 
+def _weight_levels(path) -> list[np.ndarray]:
+    model = onnx.load(str(path))
+    values = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    return [values[n.input[0]] for n in model.graph.node
+            if n.op_type == "DequantizeLinear" and n.input[0] in values and values[n.input[0]].dtype == np.int8]
+
+
+def test_weight_grid_follows_the_target(quantized, tmp_path):
+    folder, result = quantized
+    seven_bit = _weight_levels(result.release_dir / "model.onnx")  # cpu-x86: safe without VNNI
+    assert seven_bit and max(int(np.abs(w.astype(np.int16)).max()) for w in seven_bit) <= 64
+    vnni = api.run(api.RunConfig(checkpoint=folder, target="cpu-x86-vnni", out=tmp_path, sets=FAST))
+    assert max(int(np.abs(w.astype(np.int16)).max()) for w in _weight_levels(vnni.release_dir / "model.onnx")) == 127
+
+
 def test_manifest_records_calibration_and_quality(quantized):
     _, result = quantized
     ptq = next(stage for stage in result.manifest["stages"] if stage["name"] == "ptq")
