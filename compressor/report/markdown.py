@@ -94,14 +94,14 @@ def _latency(manifest: Manifest) -> str:
 
 def _layer_precisions(manifest: Manifest) -> str:
     """Every quantized layer's precision and the reason for it (default, a rule, or auto sensitivity)."""
-    ptq = next((step for step in manifest.get("stages", []) if step["name"] == "ptq"), None)
-    if not ptq or not ptq.get("state", {}).get("layers"):
+    quantize = next((step for step in manifest.get("stages", []) if step["name"] in ("ptq", "qat")), None)
+    if not quantize or not quantize.get("state", {}).get("layers"):
         return ""
-    sensitivity = ptq["state"].get("sensitivity_psnr_db", {})
+    sensitivity = quantize["state"].get("sensitivity_psnr_db", {})
     rows = [
         f"| `{layer}` | {entry['precision']} | {entry['reason']} | "
         f"{f'{sensitivity[layer]:.1f}' if layer in sensitivity else '-'} |"
-        for layer, entry in ptq["state"]["layers"].items()
+        for layer, entry in quantize["state"]["layers"].items()
     ]
     header = (
         "## Layer precisions\n\nSensitivity: PSNR (dB) of the output when only that layer is int8 (lower = more "
@@ -120,8 +120,14 @@ def _step_notes(step: dict[str, Any]) -> str:
     state = step.get("state") or {}
     notes = [f"{name}: {len(changed)} change(s)" for name, changed in state.get("applied", {}).items()]
     notes += [f"{name} skipped ({why})" for name, why in state.get("skipped", {}).items()]
-    if "relative_change" in step.get("metrics", {}):
-        notes.append(f"max relative output change {step['metrics']['relative_change']:.1e}")
+    metrics = step.get("metrics", {})
+    if "relative_change" in metrics:
+        notes.append(f"max relative output change {metrics['relative_change']:.1e}")
+    if "psnr_db_after_training" in metrics:  # qat: what fine-tuning bought, on held-out latents
+        notes.append(
+            f"{metrics['steps']} steps: PSNR vs fp32 {metrics['psnr_db_before_training']:.1f} -> "
+            f"{metrics['psnr_db_after_training']:.1f} dB"
+        )
     return "; ".join(notes)
 
 

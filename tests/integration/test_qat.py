@@ -73,6 +73,8 @@ def test_parity_and_manifest(trained):
     assert artifacts["model.onnx"]["parity"]["ok"] and artifacts["model.onnx"]["parity"]["psnr_db"] >= 30
     layers = next(stage for stage in result.manifest["stages"] if stage["name"] == "qat")["state"]["layers"]
     assert set(layers) >= {"project"} and all(entry["precision"] == "int8" for entry in layers.values())
+    report = result.report.read_text()
+    assert "| `project` | int8 | default |" in report and "60 steps: PSNR vs fp32" in report
 
 
 def test_rule_keeps_a_layer_in_float(trained, tmp_path, caplog):
