@@ -20,7 +20,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from compressor.rewrites.graph import finish, replace_module, trace
+from compressor.rewrites.graph import finish, replace_module, single_calls, trace
 
 # Kernel rows (or columns) used by output phase 0 and 1, in the order of the input rows they multiply:
 # phase 0 reads input rows (m-1, m) through kernel rows (3, 1); phase 1 reads (m, m+1) through (2, 0).
@@ -79,14 +79,9 @@ def decompose_convtranspose(model: nn.Module, example: tuple | None = None) -> t
     """Replace every ConvTranspose2d(4, 2, 1) (and a ReLU that alone reads it) with its exact conv form."""
     graph_module = trace(model)
     modules = dict(graph_module.named_modules())
-    calls = [node.target for node in graph_module.graph.nodes if node.op == "call_module"]
     changed = []
-    for node in list(graph_module.graph.nodes):
-        if node.op != "call_module" or not _decomposable(modules[node.target]):
-            continue
-        if calls.count(node.target) > 1 or len(node.args) != 1 or node.kwargs:
-            continue  # a layer called twice (one replacement would serve both) or with output_size: left as is
-        layer = modules[node.target]
+    # single_calls leaves alone a layer called twice, or with output_size
+    for node, layer in single_calls(graph_module, _decomposable):
         relu = _sole_relu_user(node, modules)
         form = SubPixelConvTranspose2d if layer.out_channels <= FEW_OUTPUT_CHANNELS else PhaseConvTranspose2d
         replace_module(graph_module, node.target, form(layer, nn.ReLU() if relu is not None else None))

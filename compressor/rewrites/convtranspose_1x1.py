@@ -12,7 +12,13 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from compressor.rewrites.graph import finish, input_shape, replace_module, traced_with_shapes
+from compressor.rewrites.graph import (
+    finish,
+    input_shape,
+    replace_module,
+    single_calls,
+    traced_with_shapes,
+)
 
 
 class LinearConvTranspose1x1(nn.Module):
@@ -37,13 +43,8 @@ class LinearConvTranspose1x1(nn.Module):
 def convtranspose_1x1_to_linear(model: nn.Module, example: tuple) -> tuple[nn.Module, list[str]]:
     """Replace every single-use ConvTranspose2d with padding 0 whose input is 1x1 in `example`."""
     graph_module = traced_with_shapes(model, example)
-    modules = dict(graph_module.named_modules())
-    calls = [node.target for node in graph_module.graph.nodes if node.op == "call_module"]
     changed = []
-    for node in graph_module.graph.nodes:
-        layer = modules.get(node.target) if node.op == "call_module" else None
-        if not _rewritable(layer) or calls.count(node.target) > 1 or len(node.args) != 1 or node.kwargs:
-            continue
+    for node, layer in single_calls(graph_module, _rewritable):
         shape = input_shape(node)
         if shape is None or len(shape) != 4 or shape[2:] != (1, 1):
             continue
@@ -52,7 +53,7 @@ def convtranspose_1x1_to_linear(model: nn.Module, example: tuple) -> tuple[nn.Mo
     return finish(graph_module), changed
 
 
-def _rewritable(module: nn.Module | None) -> bool:
+def _rewritable(module: nn.Module) -> bool:
     return (
         type(module) is nn.ConvTranspose2d
         and module.padding == (0, 0)

@@ -50,3 +50,16 @@ def input_shape(node: fx.Node) -> tuple[int, ...] | None:
     source = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
     meta = source.meta.get("tensor_meta") if source is not None else None
     return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+
+
+def single_calls(graph_module: fx.GraphModule, accept) -> list[tuple[fx.Node, nn.Module]]:
+    """(node, module) for each call of a module `accept(module)` approves that a rewrite may replace: called
+    from one place only (one replacement would otherwise serve every call) with one positional input."""
+    modules = dict(graph_module.named_modules())
+    calls = [node.target for node in graph_module.graph.nodes if node.op == "call_module"]
+    return [
+        (node, modules[node.target])
+        for node in graph_module.graph.nodes
+        if node.op == "call_module" and accept(modules[node.target])
+        and calls.count(node.target) == 1 and len(node.args) == 1 and not node.kwargs
+    ]

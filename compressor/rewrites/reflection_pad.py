@@ -12,7 +12,13 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from compressor.rewrites.graph import finish, input_shape, replace_module, traced_with_shapes
+from compressor.rewrites.graph import (
+    finish,
+    input_shape,
+    replace_module,
+    single_calls,
+    traced_with_shapes,
+)
 
 
 class GatherReflectionPad2d(nn.Module):
@@ -40,13 +46,8 @@ def _reflected(size: int, before: int, after: int) -> torch.Tensor:
 def reflection_pad_to_gather(model: nn.Module, example: tuple) -> tuple[nn.Module, list[str]]:
     """Replace every single-use ReflectionPad2d whose input size is known from `example`."""
     graph_module = traced_with_shapes(model, example)
-    modules = dict(graph_module.named_modules())
-    calls = [node.target for node in graph_module.graph.nodes if node.op == "call_module"]
     changed = []
-    for node in graph_module.graph.nodes:
-        layer = modules.get(node.target) if node.op == "call_module" else None
-        if type(layer) is not nn.ReflectionPad2d or calls.count(node.target) > 1 or len(node.args) != 1:
-            continue
+    for node, layer in single_calls(graph_module, lambda module: type(module) is nn.ReflectionPad2d):
         shape = input_shape(node)
         if shape is None or len(shape) != 4:
             continue

@@ -24,7 +24,7 @@ def export_onnx(model: nn.Module, card: ModelCard, path: Path, opset: int) -> Pa
     import onnx
 
     example = tuple(sample_inputs(card, _EXAMPLE_BATCH, seed=0).values())
-    try:
+    with _export_errors("ONNX export", card):
         with _quiet_exporter():
             if isinstance(model, torch.jit.ScriptModule):
                 _export_torchscript(model, example, card, path, opset)
@@ -32,11 +32,6 @@ def export_onnx(model: nn.Module, card: ModelCard, path: Path, opset: int) -> Pa
                 _export_dynamo(eval_mode(model), example, card, path, opset)
         _clean_up(path)
         onnx.checker.check_model(str(path))
-    except Exception as exc:
-        raise ExportError(
-            f"ONNX export of {card.name} failed ({type(exc).__name__}: {first_line(exc)}); "
-            "rerun with --debug for the traceback"
-        ) from exc
     return path
 
 
@@ -51,18 +46,24 @@ def export_fake_quantized(model: nn.Module, card: ModelCard, path: Path, opset: 
     import onnx
 
     example = tuple(sample_inputs(card, _EXAMPLE_BATCH, seed=0).values())
-    try:
+    with _export_errors("QDQ ONNX export", card):
         with _quiet_exporter(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
             _export_torchscript(model, example, card, path, opset)
         _fold_constants(path)
         onnx.checker.check_model(str(path))
+    return path
+
+
+@contextlib.contextmanager
+def _export_errors(what: str, card: ModelCard):
+    """Any exporter failure becomes one ExportError line naming the model (exporters raise many types)."""
+    try:
+        yield
     except Exception as exc:
         raise ExportError(
-            f"QDQ ONNX export of {card.name} failed ({type(exc).__name__}: {first_line(exc)}); "
-            "rerun with --debug for the traceback"
+            f"{what} of {card.name} failed ({type(exc).__name__}: {first_line(exc)}); rerun with --debug for the traceback"
         ) from exc
-    return path
 
 
 def _fold_constants(path: Path) -> None:

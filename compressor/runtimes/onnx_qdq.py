@@ -69,15 +69,15 @@ def requantize_before_convs(model: onnx.ModelProto) -> int:
     longer dequantized right before it (see the module docstring). Returns the count inserted."""
     graph = model.graph
     producers = {output: node for node in graph.node for output in node.output}
-    constants = {init.name for init in graph.initializer}
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     inserted = 0
     for position, node in reversed(list(enumerate(graph.node))):
-        if node.op_type not in _QUANTIZABLE or node.input[0] in constants:
+        if node.op_type not in _QUANTIZABLE or node.input[0] in values:
             continue
         source = producers.get(node.input[0])
         if source is None or source.op_type == "DequantizeLinear":
             continue
-        grid = _common_grid(node.input[0], producers, constants, graph)
+        grid = _common_grid(node.input[0], producers, values)
         if grid is None:
             continue
         scale, zero_point = grid
@@ -181,10 +181,9 @@ def quantize_biases(model: onnx.ModelProto) -> int:
     return done
 
 
-def _common_grid(tensor: str, producers: dict, constants: set[str], graph) -> tuple[str, str] | None:
+def _common_grid(tensor: str, producers: dict, values: dict[str, np.ndarray]) -> tuple[str, str] | None:
     """(scale, zero point) initializer names shared by every DequantizeLinear that `tensor` is made from
     through layout ops only; None when the values come from anything else or from different grids."""
-    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     grids: list[tuple[str, str]] = []
     pending = [tensor]
     while pending:
@@ -199,7 +198,7 @@ def _common_grid(tensor: str, producers: dict, constants: set[str], graph) -> tu
         if node.op_type not in _LAYOUT_OPS or (node.op_type == "Pad" and not _pads_with_zero(node, values)):
             return None
         data_inputs = node.input if node.op_type == "Concat" else node.input[:1]
-        pending.extend(name for name in data_inputs if name not in constants)
+        pending.extend(name for name in data_inputs if name not in values)
     first_scale, first_zero = values[grids[0][0]], values[grids[0][1]]
     for scale, zero_point in grids[1:]:
         if values[scale] != first_scale or values[zero_point] != first_zero or values[zero_point].dtype != first_zero.dtype:

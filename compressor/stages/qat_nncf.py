@@ -62,18 +62,14 @@ def quiet():
             logger.setLevel(level)
 
 
-def use_weight_bits(quantized: nn.Module, weight_bits: int) -> int:
+def use_weight_bits(quantized: nn.Module, weight_bits: int) -> None:
     """Put every weight quantizer on exactly the grid the target runs (7-bit weights on x86 without VNNI,
     config.py), so fine-tuning sees the rounding the deployed kernels do; the clipping range stays, the
     steps double, as ORT's reduce_range does. Set on the quantizers after nncf.quantize because NNCF's
     hardware config refuses 7-bit quantizers up front, and its "overflow fix" only initialises the scale
-    for half the range, then trains and exports all 8 bits. Returns the count of quantizers changed."""
-    changed = 0
+    for half the range, then trains and exports all 8 bits."""
     for _, module, _ in _weight_quantizers(quantized):
-        if module.num_bits != weight_bits:
-            module.num_bits = weight_bits
-            changed += 1
-    return changed
+        module.num_bits = weight_bits
 
 
 def bake_narrow_weights(quantized: nn.Module, example) -> None:

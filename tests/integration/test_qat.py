@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
 from compressor import api
 from compressor.errors import CompressorError, ConfigError
+from compressor.testing.ort_ops import ops_ort_runs
 
 pytest.importorskip("nncf", reason="the qat stage needs the [qat] extra")
 
@@ -31,14 +31,6 @@ def trained(tmp_path_factory):
     return folder, _run(folder, root / "out")
 
 
-def _ops_ort_runs(path, tmp_path):
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return [node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
-
-
 def test_fine_tuning_improves_on_the_post_training_start(trained):
     _, result = trained
     qat = next(stage for stage in result.manifest["stages"] if stage["name"] == "qat")["metrics"]
@@ -47,9 +39,9 @@ def test_fine_tuning_improves_on_the_post_training_start(trained):
 
 
 @pytest.mark.slow
-def test_every_conv_and_gemm_runs_in_int8_on_ort(trained, tmp_path):
+def test_every_conv_and_gemm_runs_in_int8_on_ort(trained):
     _, result = trained
-    ops = _ops_ort_runs(result.release_dir / "model.onnx", tmp_path)
+    ops = ops_ort_runs(result.release_dir / "model.onnx")
     assert "QGemm" in ops and ops.count("QLinearConv") >= 5  # the input Linear and the 4 + 1 phase convs
     assert not {"Conv", "Gemm", "MatMul", "ConvTranspose"} & set(ops)  # nothing left in float
 
@@ -83,7 +75,7 @@ def test_rule_keeps_a_layer_in_float(trained, tmp_path, caplog):
     layers = next(stage for stage in result.manifest["stages"] if stage["name"] == "qat")["state"]["layers"]
     assert layers["project"] == {"precision": "fp32", "reason": "rule 0 (match 'project')"}
     assert "rule 1 (match 'nothing*') matches no layer" in caplog.text
-    ops = _ops_ort_runs(result.release_dir / "model.onnx", tmp_path)
+    ops = ops_ort_runs(result.release_dir / "model.onnx")
     assert "Gemm" in ops and "QGemm" not in ops
 
 

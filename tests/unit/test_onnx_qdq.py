@@ -15,6 +15,7 @@ from compressor.runtimes.onnx_qdq import (
     retype_activations_to_uint8,
     share_concat_scales,
 )
+from compressor.testing.ort_ops import ops_ort_runs
 
 RNG = np.random.default_rng(0)
 
@@ -34,15 +35,6 @@ def _run(model, feeds, level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL):
     options = ort.SessionOptions()
     options.graph_optimization_level = level
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
-
-
-def _fused_ops(model, tmp_path):
-    """The op types ORT actually runs after its full optimization."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return [node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
 
 
 def _conv_weight(prefix, out_channels, in_channels):
@@ -92,16 +84,16 @@ def test_weights_and_quantized_graph_outputs_keep_their_type():
     assert weight_zero_point.data_type == TensorProto.INT8
 
 
-def test_bias_becomes_int32_so_ort_fuses_a_qgemm(tmp_path):
+def test_bias_becomes_int32_so_ort_fuses_a_qgemm():
     model = _signed_input_gemm()
     retype_activations_to_uint8(model)
     x = {"x": RNG.standard_normal((64, 5)).astype(np.float32)}
     before = _run(model, x)
-    assert "QGemm" not in _fused_ops(model, tmp_path)  # a float bias blocks ORT's fusion
+    assert "QGemm" not in ops_ort_runs(model)  # a float bias blocks ORT's fusion
     assert quantize_biases(model) == 1
     bias_scale = 0.03 * 0.01
     np.testing.assert_allclose(_run(model, x), before, atol=bias_scale / 2 + 1e-6)  # only the bias is rounded
-    assert "QGemm" in _fused_ops(model, tmp_path)
+    assert "QGemm" in ops_ort_runs(model)
 
 
 def _interleaved_conv(second_scale=0.02, between="Transpose"):
@@ -131,14 +123,14 @@ def _interleaved_conv(second_scale=0.02, between="Transpose"):
     return _model(nodes, inits, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4, 8, 8])])
 
 
-def test_conv_after_an_interleave_gets_an_exact_requantization_and_runs_int8(tmp_path):
+def test_conv_after_an_interleave_gets_an_exact_requantization_and_runs_int8():
     model = _interleaved_conv()
     feeds = {name: RNG.standard_normal((2, 3, 8, 8)).astype(np.float32) * 3 for name in "ab"}
     before = _run(model, feeds)
-    assert "QLinearConv" not in _fused_ops(model, tmp_path)
+    assert "QLinearConv" not in ops_ort_runs(model)
     assert requantize_before_convs(model) == 1
     np.testing.assert_array_equal(_run(model, feeds), before)
-    assert "QLinearConv" in _fused_ops(model, tmp_path)
+    assert "QLinearConv" in ops_ort_runs(model)
 
 
 @pytest.mark.parametrize(
