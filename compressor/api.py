@@ -1,8 +1,10 @@
 """run(RunConfig) -> RunResult: the one orchestration loop.
 
-load -> (profile stages) -> export -> parity -> benchmark -> report, all inside a temporary release
-folder that is renamed into `OUT/<target>/` only when everything finished. The manifest is
-rewritten after every step, so a run that is still going can be followed from its work folder.
+load -> (profile stages) -> export -> parity -> benchmark -> quality -> budgets -> report, all inside a
+temporary release folder that is renamed into `OUT/<target>/` only when everything finished. The
+manifest is rewritten after every step, so a run that is still going can be followed from its work
+folder. A budget that fails does not stop the release from being written: RunResult.budgets records
+it, and the CLI exits 3 (so CI can still upload the release and its report).
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ from typing import Any, Callable
 
 import torch
 
+from compressor.budgets import FINAL_ARTIFACT, check_budgets
 from compressor.checkpoint import LoadedModel, load_checkpoint
 from compressor.config import ResolvedConfig, resolve
 from compressor.context import RunContext
 from compressor.errors import ParityError
 from compressor.evaluate.parity import check_parity
+from compressor.evaluate.quality import QualityEvaluator, load_inception
 from compressor.files import sha256_file
 from compressor.manifest import MANIFEST_FILE, Manifest, ReleaseFolder, library_versions
+from compressor.report.gallery import GALLERY_FILE, write_gallery
 from compressor.report.markdown import REPORT_FILE, write_report
 from compressor.runtimes import get_runtime
 from compressor.seeds import BENCHMARK_SEED_OFFSET, PARITY_SEED_OFFSET
@@ -30,7 +35,6 @@ from compressor.summary import summarize
 log = logging.getLogger("compressor")
 
 FP32_ARTIFACT = "model.fp32.onnx"  # kept beside the quantized artifact as its baseline
-FINAL_ARTIFACT = "model.onnx"
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,11 @@ class RunResult:
     manifest: dict[str, Any]
     report: Path
 
+    @property
+    def budgets(self) -> dict[str, dict[str, Any]]:
+        """Each budget's {value, limit, ok}; empty when the profile sets none."""
+        return self.manifest.get("budgets", {})
+
 
 @dataclass
 class _Steps:
@@ -73,6 +82,10 @@ class _Steps:
         self.seconds[name] = time.perf_counter() - start
         self._tell(name, "done")
         return value
+
+    def progress(self, name: str) -> Callable[[str], None]:
+        """A callable that passes progress text of a running step (e.g. 'features 64/256') to the callback."""
+        return lambda detail: self._tell(name, detail)
 
     def _tell(self, name: str, event: str) -> None:
         if self.on_step:
@@ -95,10 +108,11 @@ def _planned_steps(resolved: ResolvedConfig) -> list[str]:
     stages = resolved.profile.stages
     artifact_stages = [stage.kind for stage in stages if stage.after_export]
     fp32 = FP32_ARTIFACT if artifact_stages else FINAL_ARTIFACT
-    checks = [f"parity {fp32}", f"benchmark {fp32}"]
+    checks = [f"parity {fp32}", f"benchmark {fp32}", f"quality {fp32}"]
     if artifact_stages:
-        checks += [*artifact_stages, f"parity {FINAL_ARTIFACT}", f"benchmark {FINAL_ARTIFACT}"]
-    return ["load", *(stage.kind for stage in stages if not stage.after_export), "export", *checks, "report"]
+        checks += [*artifact_stages, f"parity {FINAL_ARTIFACT}", f"benchmark {FINAL_ARTIFACT}", f"quality {FINAL_ARTIFACT}"]
+    torch_stages = [stage.kind for stage in stages if not stage.after_export]
+    return ["load", *torch_stages, "export", "quality reference", *checks, "budgets", "report"]
 
 
 def run(config: RunConfig, on_step: Callable[[str, str], None] | None = None) -> RunResult:
@@ -108,6 +122,7 @@ def run(config: RunConfig, on_step: Callable[[str, str], None] | None = None) ->
     release = ReleaseFolder(config.out, resolved.target.name)
     release.preflight()
     steps = _Steps(on_step)
+    inception, no_fid_reason = load_inception(_quality_settings(resolved))  # missing weights fail before any work
     loaded = steps.run("load", lambda: _load(config))
     _check_calibration_files(resolved, loaded)
     with release as work:
@@ -118,13 +133,20 @@ def run(config: RunConfig, on_step: Callable[[str, str], None] | None = None) ->
         model = _run_torch_stages(loaded.model, ctx, steps, manifest)
         artifact_stages = [stage for stage in resolved.profile.stages if stage.after_export]
         fp32 = _export(model, runtime, ctx, steps, manifest, FP32_ARTIFACT if artifact_stages else FINAL_ARTIFACT)
+        quality = QualityEvaluator(ctx, resolved.profile.quality, steps.progress("quality reference"), no_fid_reason)
+        steps.run("quality reference", lambda: quality.prepare(inception))
+        manifest.data["quality_reference"] = quality.describe()
+        manifest.add_stage("quality reference", steps.seconds["quality reference"])
         _check_and_time(fp32, "fp32", None, runtime, ctx, steps, manifest)
+        _judge(fp32, quality, runtime, ctx, steps, manifest)
         for stage in artifact_stages:
             result = steps.run(stage.kind, lambda: stage.run_on_artifact(fp32, model, ctx, runtime))
             _record_stage(stage, result, steps, manifest, ctx)
             for path in result.artifacts.values():
                 _check_and_time(path, result.metrics["precision"], stage.min_psnr, runtime, ctx, steps, manifest)
+                _judge(path, quality, runtime, ctx, steps, manifest)
             _compare_with_fp32(manifest.data["artifacts"], fp32.name)
+        manifest.data["budgets"] = steps.run("budgets", lambda: check_budgets(manifest.data, resolved.profile.budgets))
         manifest.data["status"] = "complete"
         manifest.write()
         steps.run("report", lambda: write_report(manifest.data, work / REPORT_FILE))
@@ -171,6 +193,41 @@ def _check_and_time(
     seed = ctx.config.seed + BENCHMARK_SEED_OFFSET
     record["latency"] = steps.run(bench, lambda: runtime.benchmark(artifact, ctx.card, target, seed))
     manifest.add_stage(bench, steps.seconds[bench], metrics=record["latency"])
+
+
+def _judge(artifact: Path, quality: QualityEvaluator, runtime, ctx: RunContext, steps: _Steps, manifest: Manifest) -> None:
+    """Quality of what the artifact generates vs the reference model (FID for the final artifact only: it is
+    the slow one and what budgets limit), and the report's gallery for the final artifact."""
+    name = f"quality {artifact.name}"
+    final = artifact.name == FINAL_ARTIFACT
+    runner = runtime.load(artifact, ctx.config.target)
+    quality.progress = steps.progress(name)
+    record, samples = steps.run(name, lambda: quality.score(runner, with_fid=final))
+    manifest.data["artifacts"][artifact.name]["quality"] = record
+    if final and ctx.config.profile.quality.gallery:
+        count = ctx.config.profile.quality.gallery
+        reference = quality.reference_outputs[:count]
+        if not quality.not_images:
+            gallery = write_gallery(ctx.work_dir / GALLERY_FILE, reference, samples[:count], quality.value_range)
+            manifest.data["gallery"] = {"file": gallery.name, "samples": len(reference), "artifact": artifact.name}
+    manifest.add_stage(name, steps.seconds[name], metrics=_headline(record))
+
+
+def _headline(record: dict[str, Any]) -> dict[str, Any]:
+    """The step's metrics in the manifest's list of stages: the numbers, not the per-extractor details."""
+    headline = {key: record[key] for key in ("psnr_db", "ssim") if key in record}
+    for metric in ("fid", "fd_surrogate"):
+        if isinstance(record.get(metric), dict) and "value" in record[metric]:
+            headline[metric] = record[metric]["value"]
+    return headline
+
+
+def _quality_settings(resolved: ResolvedConfig):
+    """The profile's quality settings, with FID required (not just attempted) when a budget limits it."""
+    quality = resolved.profile.quality
+    if resolved.profile.budgets.fid and quality.fid == "auto":
+        return quality.model_copy(update={"fid": "on"})
+    return quality
 
 
 def _compare_with_fp32(artifacts: dict[str, Any], baseline: str) -> None:

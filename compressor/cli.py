@@ -31,6 +31,9 @@ Checkpoint = Annotated[Path, typer.Argument(help="Model folder with compressor.y
 Arch = Annotated[Optional[str], typer.Option(help="module:callable building the model, for a bare state_dict.")]
 Card = Annotated[Optional[Path], typer.Option(help="Model card YAML describing inputs, for files without one.")]
 TrustPickle = Annotated[bool, typer.Option(help="Allow loading a fully pickled module (runs code from the file).")]
+FidWeights = Annotated[
+    Optional[Path], typer.Option(help="Inception TorchScript weights for FID (else $COMPRESSOR_FID_WEIGHTS, hub cache, [fid] extra).")
+]
 
 
 @app.callback()
@@ -52,13 +55,18 @@ def run(
     calibration: Annotated[
         Optional[Path], typer.Option(help="Calibrate quantization on this .npz (or folder of them) instead of the prior.")
     ] = None,
+    fid_weights: FidWeights = None,
+    fid_stats: Annotated[
+        Optional[Path], typer.Option(help="Reference statistics (.npz from `compressor fid-stats`) to measure FID against.")
+    ] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the resolved config and planned steps; do nothing else.")] = False,
 ) -> None:
     """Compress CHECKPOINT for a target, export it, check it against torch, time it, and write the release."""
     from compressor import api
 
-    if calibration is not None:  # a shorthand for the ptq stage's own setting; JSON quoting keeps the path
-        set_ = [*set_, f"stages.ptq.calibration={json.dumps(str(calibration))}"]  # a string whatever its text
+    # Shorthands for settings in the profile; JSON quoting keeps a path a string whatever its text.
+    shorthands = {"stages.ptq.calibration": calibration, "quality.fid_weights": fid_weights, "quality.fid_stats": fid_stats}
+    set_ = [*set_, *(f"{key}={json.dumps(str(path))}" for key, path in shorthands.items() if path is not None)]
     config = api.RunConfig(
         checkpoint=checkpoint, target=target, profile=profile, sets=tuple(set_), out=out, seed=seed,
         arch=arch, card=card, trust_pickle=trust_pickle,
@@ -68,6 +76,64 @@ def run(
         return
     result = api.run(config, on_step=_progress())
     _print_outcome(result)
+    _fail_on_budgets(result.budgets, result.release_dir)
+
+
+@app.command()
+def gate(
+    manifest: Annotated[Path, typer.Argument(help="A release folder or its manifest.json.")],
+    set_: Annotated[list[str], typer.Option("--set", help="Override a budget: budgets.<name>.<field>=value (repeatable).")] = [],
+    junit: Annotated[Optional[Path], typer.Option(help="Write the verdict as JUnit XML (one test case per budget).")] = None,
+    summary: Annotated[Optional[Path], typer.Option(help="Append a Markdown summary (e.g. $GITHUB_STEP_SUMMARY).")] = None,
+) -> None:
+    """Re-check a finished release against budgets from its manifest alone; exit 3 when one fails."""
+    from compressor import gate as gating
+
+    data, checks = gating.gate(manifest, list(set_))
+    for name, check in checks.items():
+        typer.echo(f"{'pass' if check['ok'] else 'FAIL'} {gating.describe_check(name, check)}")
+    if junit:
+        junit.write_text(gating.junit_xml(checks, data["model"]["card"]["name"]))
+    if summary:
+        with open(summary, "a") as handle:
+            handle.write(gating.markdown_summary(data, checks))
+    _fail_on_budgets(checks, manifest)
+
+
+@app.command("fid-stats")
+def fid_stats(
+    source: Annotated[Path, typer.Argument(help="Real images (folder, or .npz with 'images') or a model folder/checkpoint.")],
+    out: Annotated[Path, typer.Option(help="Statistics file to write (.npz).")] = Path("fid-stats.npz"),
+    extractor: Annotated[str, typer.Option(help="inception (FID) or fd-surrogate.")] = "inception",
+    fid_weights: FidWeights = None,
+    samples: Annotated[int, typer.Option(min=2, help="Samples drawn when SOURCE is a model.")] = 256,
+    seed: Annotated[int, typer.Option(help="Seed of the model's samples (match the run's --seed).")] = 0,
+    trust_pickle: TrustPickle = False,
+) -> None:
+    """Reference statistics (mu, sigma, count, extractor sha256) for `compressor run --fid-stats`."""
+    from compressor.evaluate.reference_stats import make_extractor, reference_stats
+
+    if extractor not in ("inception", "fd-surrogate"):
+        raise typer.BadParameter(f"'{extractor}': choose inception or fd-surrogate", param_hint="--extractor")
+    features = make_extractor(extractor, str(fid_weights) if fid_weights else None)
+    on_step = _progress()
+    on_step("fid-stats", "start")
+    try:
+        stats = reference_stats(source, out, features, samples=samples, seed=seed, trust_pickle=trust_pickle,
+                                progress=lambda text: on_step("fid-stats", text))
+    except BaseException:
+        on_step("fid-stats", "failed")
+        raise
+    on_step("fid-stats", "done")
+    typer.echo(f"{out}: {stats.count} images, {stats.extractor} {stats.extractor_sha256[:12]}, {stats.mu.size}-d features")
+
+
+def _fail_on_budgets(checks: dict, where) -> None:
+    from compressor.budgets import BudgetFailed, failures
+
+    failed = failures(checks)
+    if failed:
+        raise BudgetFailed(f"{where}: budget failed: {'; '.join(failed)} (the release is written; see its report)")
 
 
 @app.command()
@@ -184,7 +250,8 @@ def _list_bundled(kind: str) -> None:
 
 
 def _progress():
-    """A step callback that shows a spinner while each pipeline step runs, then a ✓, on stderr."""
+    """A step callback that shows a spinner (with the step's progress text) while each pipeline step runs,
+    then a ✓, on stderr."""
     from rich.console import Console
 
     console = Console(stderr=True)
@@ -194,6 +261,9 @@ def _progress():
         if event == "start":
             status[name] = console.status(f"{name}...")
             status[name].start()
+            return
+        if event not in ("done", "failed"):  # progress text of a running step
+            status[name].update(f"{name}... {event}")
             return
         status.pop(name).stop()
         if event == "done":  # a failed step says nothing here: its one-line error follows
@@ -212,8 +282,25 @@ def _print_outcome(result) -> None:
         )
         for batch, stats in record["latency"]["batches"].items():
             typer.echo(f"  batch {batch}: median {stats['median_ms']:.3f} ms, p90 {stats['p90_ms']:.3f} ms")
+        typer.echo(f"  quality: {_quality_line(record.get('quality', {}))}")
+    for name, check in result.budgets.items():
+        typer.echo(f"budget {name}: {check['value']:.4g} ({check['bound']} {check['limit']:.4g}) {'pass' if check['ok'] else 'FAIL'}")
     typer.echo(f"release: {result.release_dir}")
     typer.echo(f"report:  {result.report}")
+
+
+def _quality_line(quality: dict) -> str:
+    """'PSNR 44.1 dB, SSIM 0.998, FD-surrogate 0.01 (+0.00), FID 3.2 (+0.4)' or why a metric is missing."""
+    parts = [f"PSNR {quality['psnr_db']:.1f} dB"] if "psnr_db" in quality else []
+    if "ssim" in quality:
+        parts.append(f"SSIM {quality['ssim']:.4f}")
+    for key, label in (("fd_surrogate", "FD-surrogate"), ("fid", "FID")):
+        entry = quality.get(key) or {}
+        if "value" in entry:
+            parts.append(f"{label} {entry['value']:.3g} ({entry['delta']:+.3g} vs the reference model)")
+        elif entry.get("reason"):
+            parts.append(f"no {label}: {entry['reason']}")
+    return ", ".join(parts) or quality.get("reason", "not measured")
 
 
 def main() -> None:

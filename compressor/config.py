@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
+from compressor.budgets import Budgets
 from compressor.errors import ConfigError, UsageError, first_line, validation_summary
 from compressor.files import read_yaml
 from compressor.stages import AnyStageConfig
@@ -75,12 +76,38 @@ class Target(_Frozen):
     benchmark: BenchmarkSettings = BenchmarkSettings()
 
 
+class QualitySettings(_Frozen):
+    """How artifacts are judged on what they generate (see evaluate/quality.py)."""
+
+    samples: int = Field(256, ge=2, description="Seeded latents each artifact and the reference generate.")
+    batch: int = Field(32, ge=1, description="Batch size for generating and for feature extraction.")
+    fid: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="auto: FID when Inception weights are found, else the manifest says why not; on: missing "
+        "weights are an error (a fid budget implies on); off: no FID. The FD-surrogate is always computed.",
+    )
+    fid_weights: str | None = Field(None, description="Inception TorchScript file (else COMPRESSOR_FID_WEIGHTS, ...).")
+    fid_stats: str | None = Field(
+        None, description="Reference statistics .npz from `compressor fid-stats` (real images); default: the "
+        "reference model's own samples on other seeds."
+    )
+    gallery: int = Field(16, ge=0, description="Latents shown in the report's reference-vs-artifact image grid.")
+
+    @field_validator("fid", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: Any) -> Any:
+        # YAML reads a bare on/off as true/false, in profile files and in --set values alike.
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
 class Profile(_Frozen):
-    """A compression recipe: the ordered stages and their settings."""
+    """A compression recipe: the ordered stages and their settings, how quality is measured, and the budgets."""
 
     name: str
     description: str = ""
     stages: list[AnyStageConfig] = Field(default_factory=list, description="Stages run in this order.")
+    quality: QualitySettings = QualitySettings()
+    budgets: Budgets = Budgets()
 
     @field_validator("stages")
     @classmethod
@@ -108,6 +135,18 @@ class ResolvedConfig(_Frozen):
     def sha256(self) -> str:
         text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
+
+    @model_validator(mode="after")
+    def _budgets_fit_the_run(self) -> ResolvedConfig:
+        budgets, timed = self.profile.budgets, self.target.benchmark.batch_sizes
+        if budgets.latency_ms and budgets.latency_ms.batch not in timed:
+            raise ValueError(
+                f"budgets.latency_ms.batch {budgets.latency_ms.batch} is not a batch size the target times "
+                f"({timed}); pick one of those or add it to target.benchmark.batch_sizes"
+            )
+        if budgets.fid and self.profile.quality.fid == "off":
+            raise ValueError("a fid budget needs FID: remove budgets.fid or set quality.fid to auto or on")
+        return self
 
 
 def data_dir(kind: Literal["targets", "profiles"]) -> Path:
@@ -155,7 +194,10 @@ def resolve(target: str, profile: str | None = None, sets: list[str] = (), seed:
     """Load target and profile (the target's default profile unless one is named) and apply `--set` overrides."""
     resolved_target = load_target(target)
     resolved_profile = load_profile(profile or resolved_target.default_profile)
-    config = ResolvedConfig(seed=seed, target=resolved_target, profile=resolved_profile)
+    try:
+        config = ResolvedConfig(seed=seed, target=resolved_target, profile=resolved_profile)
+    except ValidationError as exc:
+        raise ConfigError(f"target {target} with profile {resolved_profile.name}: {validation_summary(exc)}") from exc
     config = apply_overrides(config, sets) if sets else config
     _check_rewrites(config)
     return config
@@ -178,7 +220,7 @@ def apply_overrides(config: ResolvedConfig, sets: list[str]) -> ResolvedConfig:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--set '{item}': expected key=value, e.g. --set target.benchmark.runs=20")
-        _assign(tree, key.strip(), _parse_value(item, raw))
+        _assign(tree, key.strip(), parse_set_value(item, raw))
     tree["profile"]["stages"] = list(tree["profile"]["stages"].values())
     try:
         return ResolvedConfig.model_validate(tree)
@@ -186,7 +228,7 @@ def apply_overrides(config: ResolvedConfig, sets: list[str]) -> ResolvedConfig:
         raise UsageError(f"--set: invalid value: {validation_summary(exc)}") from exc
 
 
-def _parse_value(item: str, raw: str) -> Any:
+def parse_set_value(item: str, raw: str) -> Any:
     try:
         return yaml.safe_load(raw)
     except yaml.YAMLError as exc:
@@ -200,13 +242,21 @@ def _addressable(config: ResolvedConfig) -> dict[str, Any]:
     return tree
 
 
+_PROFILE_SHORTHANDS = ("stages", "quality", "budgets")
+
+
 def _assign(tree: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
-    if parts[0] == "stages":  # shorthand used in docs and profiles: stages.<kind>.<field>
+    if parts[0] in _PROFILE_SHORTHANDS:  # shorthand used in docs and profiles: stages.<kind>.<field>, budgets.<name>...
         parts = ["profile", *parts]
     node = tree
+    in_budgets = parts[:2] == ["profile", "budgets"]
     for depth, part in enumerate(parts):
-        if not isinstance(node, dict) or part not in node:
+        if in_budgets and depth == 2 and len(parts) > 3 and isinstance(node, dict) and node.get(part) is None:
+            node[part] = {}  # a budget the profile leaves out is created by setting one of its fields
+        if in_budgets and depth == 3 and isinstance(node, dict):
+            pass  # a budget's field names are checked by its schema when the config is validated
+        elif not isinstance(node, dict) or part not in node:
             where = ".".join(parts[:depth]) or "(top level)"
             if parts[:2] == ["profile", "stages"] and depth == 2:
                 raise UsageError(f"--set {key}: the profile has no '{part}' stage (its stages: {', '.join(node)})")

@@ -22,7 +22,19 @@ def check_all() -> dict[str, str | None]:
     checks["cuda gpu"] = _cuda_reason()
     checks["extra qat (nncf)"] = None if importlib.util.find_spec("nncf") else "NNCF is not installed; pip install -e '.[qat]'"
     checks["int8 vnni"] = _vnni_reason()
+    checks["fid weights"] = _fid_reason()
     return checks
+
+
+def _fid_reason() -> str | None:
+    """Only locates the file: loading the 87 MB Inception takes seconds, and a run checks it anyway."""
+    from compressor.evaluate.fid import FidWeightsError, find_weights
+
+    try:
+        find_weights()
+    except FidWeightsError as exc:
+        return exc.message + " (runs then report FD-surrogate, PSNR and SSIM, and say why FID is missing)"
+    return None
 
 
 def _vnni_reason() -> str | None:

@@ -1,4 +1,5 @@
-"""Render a manifest as report.md: the model, the configuration, each artifact's parity and latency, the steps."""
+"""Render a manifest as report.md: the model, each artifact's parity, latency and quality, the budgets'
+verdict, the gallery, the steps. A pure function of the manifest."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ def write_report(manifest: Manifest, path: Path) -> Path:
 
 
 def render(manifest: Manifest) -> str:
-    sections = (_title, _input_model, _artifacts, _latency, _layer_precisions, _steps, _provenance)
+    sections = (
+        _title, _budgets, _input_model, _artifacts, _latency, _quality, _gallery, _layer_precisions, _steps, _provenance,
+    )
     return "\n\n".join(text for text in (section(manifest) for section in sections) if text) + "\n"
 
 
@@ -27,6 +30,74 @@ def _title(manifest: Manifest) -> str:
         f"# {card['name']} for {target['name']}\n\n"
         f"Status: **{manifest.get('status', 'unknown')}**. Profile `{manifest['config']['profile']['name']}`, "
         f"runtime `{target['runtime']}`, seed {manifest['seed']}, config `{manifest['config_sha256'][:12]}`."
+    )
+
+
+def _budgets(manifest: Manifest) -> str:
+    from compressor.gate import budget_table
+
+    checks = manifest.get("budgets")
+    if not checks:
+        return ""
+    failed = [name for name, check in checks.items() if not check["ok"]]
+    verdict = f"**FAILED: {', '.join(failed)}**" if failed else "all pass"
+    return f"## Budgets (model.onnx): {verdict}\n\n{budget_table(checks)}"
+
+
+def _quality(manifest: Manifest) -> str:
+    reference = manifest.get("quality_reference")
+    if not reference:
+        return ""
+    rows = [_quality_row(name, artifact.get("quality") or {}) for name, artifact in manifest.get("artifacts", {}).items()]
+    lines = [
+        "## Quality",
+        "",
+        f"Each artifact and the original torch model generate from the same {reference['samples']} seeded latents. "
+        "PSNR/SSIM compare their images pair by pair; FID and FD-surrogate compare each image set with the "
+        "reference set below, and Δ is the artifact's score minus the original model's own (budgets limit Δ). "
+        "FD-surrogate uses a fixed random conv net: it is not FID and not comparable with published numbers.",
+        "",
+        "| file | PSNR dB | SSIM | FD-surrogate (Δ) | FID (Δ) | KID |\n|---|---|---|---|---|---|",
+        *rows,
+        "",
+        *_reference_notes(reference),
+    ]
+    return "\n".join(lines)
+
+
+def _quality_row(name: str, quality: dict[str, Any]) -> str:
+    def distance(key: str) -> str:
+        entry = quality.get(key) or {}
+        return f"{entry['value']:.4g} ({entry['delta']:+.3g})" if "value" in entry else "-"
+
+    kid = (quality.get("fid") or {}).get("kid")
+    psnr = f"{quality['psnr_db']:.1f}" if "psnr_db" in quality else "-"
+    ssim = f"{quality['ssim']:.4f}" if "ssim" in quality else "-"
+    return f"| `{name}` | {psnr} | {ssim} | {distance('fd_surrogate')} | {distance('fid')} | {'-' if kid is None else f'{kid:.3g}'} |"
+
+
+def _reference_notes(reference: dict[str, Any]) -> list[str]:
+    notes = []
+    for key, label in (("fd_surrogate", "FD-surrogate"), ("fid", "FID")):
+        entry = reference.get(key) or {}
+        if "reference_set" in entry:
+            notes.append(
+                f"- {label}: against {entry['reference_set']}; the original model scores {entry['reference_model_score']:.4g}; "
+                f"extractor {entry['extractor']} sha256 `{entry['extractor_sha256'][:16]}`; {entry['seconds']:.1f} s for the reference sets"
+            )
+        elif entry.get("reason"):
+            notes.append(f"- {label} not computed: {entry['reason']}")
+    return notes
+
+
+def _gallery(manifest: Manifest) -> str:
+    gallery = manifest.get("gallery")
+    if not gallery:
+        return ""
+    return (
+        "## Gallery\n\n"
+        f"Rows in threes: the original model, `{gallery['artifact']}` on the same latents, and their difference x4 "
+        f"(black = identical). {gallery['samples']} latents.\n\n![reference vs {gallery['artifact']}]({gallery['file']})"
     )
 
 

@@ -40,7 +40,7 @@ def test_release_holds_model_manifest_and_report(release):
     _, result = release
     assert result.release_dir.name == "cpu-x86"
     assert sorted(p.name for p in result.release_dir.iterdir()) == [
-        "manifest.json", "model.fp32.onnx", "model.onnx", "report.md"
+        "gallery.png", "manifest.json", "model.fp32.onnx", "model.onnx", "report.md"
     ]
     assert sorted(p.name for p in result.release_dir.parent.iterdir()) == ["cpu-x86"]
 
@@ -53,8 +53,9 @@ def test_manifest_records_versions_input_config_stages_and_artifact(release):
     assert m["input"]["format"] == "folder" and len(m["input"]["sha256"]) == 64
     assert len(m["config_sha256"]) == 64 and m["config"]["target"]["name"] == "cpu-x86"
     assert [s["name"] for s in m["stages"]] == [
-        "load", "rewrite", "export", "parity model.fp32.onnx", "benchmark model.fp32.onnx",
-        "ptq", "parity model.onnx", "benchmark model.onnx",
+        "load", "rewrite", "export", "quality reference",
+        "parity model.fp32.onnx", "benchmark model.fp32.onnx", "quality model.fp32.onnx",
+        "ptq", "parity model.onnx", "benchmark model.onnx", "quality model.onnx",
     ]
     for name, artifact in m["artifacts"].items():
         onnx_bytes = (result.release_dir / name).read_bytes()
@@ -132,7 +133,7 @@ def test_same_model_from_another_folder_gives_the_same_bytes(tmp_path):
     module is what gets exported, with its source locations. Separate processes, as two CI runs would be."""
     demo = Path(__file__).resolve().parents[2] / "examples" / "digits-vae"
     profile = tmp_path / "export-only.yaml"
-    profile.write_text("name: export-only\nstages:\n  - {kind: rewrite, passes: []}\n")
+    profile.write_text("name: export-only\nstages:\n  - {kind: rewrite, passes: []}\nquality: {fid: off, samples: 32}\n")
     digests = []
     for place in ("a", "b/deeper"):
         folder = shutil.copytree(demo, tmp_path / place / "model")

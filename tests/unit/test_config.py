@@ -52,7 +52,8 @@ def test_set_changes_the_config_hash_and_same_inputs_keep_it():
     [
         ("target.benchmark.nope=1", "unknown key 'nope' under target.benchmark"),
         ("stages.prune.ratio=0.3", "the profile has no 'prune' stage (its stages: rewrite, ptq)"),
-        ("budgets=3", "unknown key 'budgets'"),
+        ("budgets=3", "profile.budgets: Input should be a valid dictionary"),
+        ("gallery=3", "unknown key 'gallery'"),
         ("target.benchmark.runs", "expected key=value"),
         ("target.benchmark.runs=many", "invalid value"),
     ],
@@ -95,3 +96,27 @@ def test_profile_rejects_unknown_stage_fields(tmp_path):
     path.write_text("name: p\nstages:\n  - {kind: rewrite, strength: 11}\n")
     with pytest.raises(ConfigError, match="strength"):
         load_profile(str(path))
+
+
+def test_set_creates_a_budget_the_profile_leaves_out():
+    config = resolve("cpu", None, ["budgets.latency_ms.max=2.5", "budgets.latency_ms.batch=16", "budgets.size_mb.max=1"])
+    assert (config.profile.budgets.latency_ms.max, config.profile.budgets.latency_ms.batch) == (2.5, 16)
+    assert config.profile.budgets.size_mb.max == 1 and config.profile.budgets.fid is None
+
+
+@pytest.mark.parametrize(
+    "sets,expected",
+    [
+        (["budgets.latency_ms.max=1", "budgets.latency_ms.batch=4"], "batch 4 is not a batch size the target times"),
+        (["budgets.fid.max_delta=1", "quality.fid=off"], "a fid budget needs FID"),
+        (["budgets.size_mb.most=1"], "budgets.size_mb"),
+    ],
+)
+def test_budgets_that_cannot_be_checked_are_usage_errors(sets, expected):
+    with pytest.raises(UsageError, match=expected):
+        resolve("cpu", None, sets)
+
+
+def test_yaml_on_off_are_read_as_fid_modes():
+    assert resolve("cpu", None, ["quality.fid=off"]).profile.quality.fid == "off"
+    assert resolve("cpu", None, ["quality.fid=on"]).profile.quality.fid == "on"

@@ -1,0 +1,128 @@
+"""Budgets: limits on the final artifact's size, latency and quality, checked from the manifest alone.
+
+A profile's `budgets:` section (each entry overridable with `--set budgets.<name>.<field>=...`) names
+the limits; `check_budgets` reads the values a run recorded and returns `{value, limit, ok}` per budget.
+`compressor run` stores the result in the manifest and exits 3 when one fails; `compressor gate`
+re-checks a finished release the same way without recomputing anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+from compressor.errors import CompressorError
+
+FINAL_ARTIFACT = "model.onnx"
+
+
+class BudgetError(CompressorError):
+    """A budget names a metric the release did not compute (bad input: exit 1)."""
+
+
+class BudgetFailed(CompressorError):
+    """At least one budget is exceeded: the release is written, and the process exits 3 for CI."""
+
+    exit_code = 3
+
+
+class _Limit(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MaxLimit(_Limit):
+    max: float = Field(description="Largest allowed value.")
+
+
+class LatencyLimit(_Limit):
+    max: float = Field(description="Largest allowed median latency, ms.")
+    batch: PositiveInt = Field(1, description="Batch size it applies to; must be one the target times.")
+
+
+class DeltaLimit(_Limit):
+    max_delta: float = Field(description="Largest allowed increase over the reference model's own score.")
+
+
+class MinLimit(_Limit):
+    min: float = Field(description="Smallest allowed value.")
+
+
+class Budgets(_Limit):
+    """Limits on the final artifact; a budget left out is not checked."""
+
+    size_mb: MaxLimit | None = Field(None, description="Artifact file size, MB (10^6 bytes).")
+    latency_ms: LatencyLimit | None = Field(None, description="Median latency on the target's runtime.")
+    fid: DeltaLimit | None = Field(None, description="FID increase over the reference model (Inception weights needed).")
+    fd_surrogate: DeltaLimit | None = Field(None, description="FD-surrogate increase over the reference model.")
+    psnr: MinLimit | None = Field(None, description="PSNR vs the reference model on the same latents, dB.")
+    ssim: MinLimit | None = Field(None, description="SSIM vs the reference model on the same latents.")
+
+    def named(self) -> dict[str, _Limit]:
+        return {name: limit for name, limit in self if limit is not None}
+
+
+def check_budgets(manifest: dict[str, Any], budgets: Budgets) -> dict[str, dict[str, Any]]:
+    """`{name: {value, limit, ok, ...}}` for every budget, from the values the manifest recorded."""
+    artifact = manifest.get("artifacts", {}).get(FINAL_ARTIFACT)
+    if artifact is None:
+        raise BudgetError(f"the manifest has no {FINAL_ARTIFACT} record; it is not a finished release")
+    return {name: _check(name, limit, artifact) for name, limit in budgets.named().items()}
+
+
+def failures(checks: dict[str, dict[str, Any]]) -> list[str]:
+    """One phrase per failed budget, e.g. 'size_mb 1.05 > max 0.50'."""
+    return [
+        f"{name} {check['value']:.4g} {'>' if check['bound'] == 'max' else '<'} {check['bound']} {check['limit']:.4g}"
+        for name, check in checks.items()
+        if not check["ok"]
+    ]
+
+
+def _check(name: str, limit: _Limit, artifact: dict[str, Any]) -> dict[str, Any]:
+    value = _MEASURED[name](artifact, limit)
+    if isinstance(limit, MinLimit):
+        return {"value": value, "limit": limit.min, "bound": "min", "ok": value >= limit.min}
+    bound = limit.max_delta if isinstance(limit, DeltaLimit) else limit.max
+    check = {"value": value, "limit": bound, "bound": "max_delta" if isinstance(limit, DeltaLimit) else "max"}
+    if isinstance(limit, LatencyLimit):
+        check["batch"] = limit.batch
+    return {**check, "ok": value <= bound}
+
+
+def _latency(artifact: dict[str, Any], limit: LatencyLimit) -> float:
+    batches = artifact.get("latency", {}).get("batches", {})
+    if str(limit.batch) not in batches:
+        raise BudgetError(
+            f"budget latency_ms: batch {limit.batch} was not timed (timed: {', '.join(batches) or 'none'}); "
+            "set budgets.latency_ms.batch to one of those, or add it to target.benchmark.batch_sizes"
+        )
+    return float(batches[str(limit.batch)]["median_ms"])
+
+
+def _quality(metric: str, key: str | None = None) -> Callable[[dict[str, Any], _Limit], float]:
+    def value(artifact: dict[str, Any], limit: _Limit) -> float:
+        quality = artifact.get("quality") or {}
+        found = quality.get(metric)
+        if key is not None and isinstance(found, dict):
+            reason, found = found.get("reason"), found.get(key)
+        else:
+            reason = quality.get("reason")
+        if found is None:
+            why = f" ({reason})" if reason else ""
+            raise BudgetError(
+                f"budget {metric}: the release has no {metric} value{why}; remove the budget or rerun so it is computed"
+            )
+        return float(found)
+
+    return value
+
+
+_MEASURED: dict[str, Callable[[dict[str, Any], Any], float]] = {
+    "size_mb": lambda artifact, limit: artifact["bytes"] / 1e6,
+    "latency_ms": _latency,
+    "fid": _quality("fid", "delta"),
+    "fd_surrogate": _quality("fd_surrogate", "delta"),
+    "psnr": _quality("psnr_db"),
+    "ssim": _quality("ssim"),
+}

@@ -1,0 +1,183 @@
+"""Quality of artifacts judged on what they generate, against the original (reference) torch model.
+
+On the same seeded latents (QUALITY_SEED_OFFSET) the reference and each artifact generate images:
+  - paired: PSNR and SSIM of artifact vs reference outputs;
+  - distribution: the Frechet distance to a reference set, with FID's Inception features when weights
+    are available and always with the FD-surrogate (random conv features). The reference set is the
+    user's real-image statistics (`quality.fid_stats`, Inception only) or, by default, the reference
+    model's own samples on other seeds. The reference model's own score against that set is the noise
+    floor; each artifact's `delta` is its score minus that floor, which is what budgets limit.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from compressor.evaluate import fd_surrogate, fid
+from compressor.evaluate.features import FeatureExtractor, extract
+from compressor.evaluate.frechet import FeatureStats, StatsError, frechet_distance, kernel_inception_distance
+from compressor.evaluate.frechet import load_stats, stats_of
+from compressor.evaluate.images import is_image_batch, to_unit_rgb
+from compressor.evaluate.paired import data_range_of, psnr, ssim
+from compressor.modelcard import as_output_list
+from compressor.seeds import QUALITY_REFERENCE_SEED_OFFSET, QUALITY_SEED_OFFSET
+
+Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
+
+
+@dataclass
+class _ReferenceSet:
+    """What one extractor's scores are measured against, and the reference model's own score (the floor)."""
+
+    extractor: FeatureExtractor
+    stats: FeatureStats
+    features: np.ndarray | None  # kept for KID when the set was generated here; a stats file has none
+    description: str
+    floor: float = 0.0
+    seconds: float = 0.0
+
+
+@dataclass
+class QualityEvaluator:
+    """Generates the reference model's samples once, then scores any number of artifacts against them."""
+
+    ctx: Any  # RunContext
+    settings: Any  # QualitySettings
+    progress: Callable[[str], None] | None = None
+    fid_unavailable: str | None = None  # why FID is not computed, when it is not
+    sets: dict[str, _ReferenceSet] = field(default_factory=dict)
+
+    def prepare(self, inception: FeatureExtractor | None) -> None:
+        """Reference outputs on the quality latents, and each extractor's reference set and floor."""
+        self.latents = {k: v.numpy() for k, v in self.ctx.samples(self.settings.samples, QUALITY_SEED_OFFSET).items()}
+        self.reference_outputs = self._generate(self._torch_runner(), self.latents)
+        self.value_range = self._value_range()
+        self.not_images = image_output_problem(self.reference_outputs.shape)
+        if self.not_images:  # PSNR still applies; image metrics and distances do not
+            self.fid_unavailable = self.not_images
+            return
+        extractors = {"fd_surrogate": fd_surrogate.RandomConvFeatures()}
+        if inception is not None:
+            extractors["fid"] = inception
+        for metric, extractor in extractors.items():
+            start = time.perf_counter()
+            reference_set = self._reference_set(metric, extractor)
+            features = self._features(extractor, self.reference_outputs)
+            reference_set.floor = frechet_distance(self._stats(extractor, features), reference_set.stats)
+            reference_set.seconds = time.perf_counter() - start
+            self.sets[metric] = reference_set
+
+    def describe(self) -> dict[str, Any]:
+        """The manifest's record of what artifacts were compared with."""
+        record: dict[str, Any] = {"samples": self.settings.samples, "seed_offset": QUALITY_SEED_OFFSET}
+        for metric, reference_set in self.sets.items():
+            record[metric] = {
+                "reference_set": reference_set.description,
+                "reference_model_score": reference_set.floor,
+                "extractor": reference_set.extractor.name,
+                "extractor_sha256": reference_set.extractor.sha256,
+                "seconds": round(reference_set.seconds, 3),
+            }
+        if self.fid_unavailable:
+            record["fid"] = {"computed": False, "reason": self.fid_unavailable}
+        return record
+
+    def score(self, runner: Runner, with_fid: bool) -> tuple[dict[str, Any], np.ndarray]:
+        """Paired and distribution metrics of an artifact's samples; also returns the samples (for the gallery)."""
+        outputs = self._generate(runner, self.latents)
+        data_range = float(self.value_range[1] - self.value_range[0])
+        record: dict[str, Any] = {"samples": len(outputs), "psnr_db": psnr(self.reference_outputs, outputs, data_range)}
+        if self.not_images:
+            return {**record, "reason": self.not_images}, outputs
+        record["ssim"] = ssim(self.reference_outputs, outputs, data_range)
+        for metric, reference_set in self.sets.items():
+            if metric == "fid" and not with_fid:
+                record["fid"] = {"computed": False, "reason": "computed for the final artifact only"}
+                continue
+            record[metric] = self._distance(reference_set, outputs)
+        if "fid" not in record:
+            record["fid"] = {"computed": False, "reason": self.fid_unavailable}
+        return record, outputs
+
+    def _distance(self, reference_set: _ReferenceSet, outputs: np.ndarray) -> dict[str, Any]:
+        start = time.perf_counter()
+        extractor = reference_set.extractor
+        features = self._features(extractor, outputs)
+        value = frechet_distance(self._stats(extractor, features, warn=False), reference_set.stats)
+        result = {"value": value, "reference_model_score": reference_set.floor, "delta": value - reference_set.floor}
+        if reference_set.features is not None:
+            result["kid"] = kernel_inception_distance(features, reference_set.features)
+        result["extractor_sha256"] = extractor.sha256
+        result["seconds"] = round(time.perf_counter() - start, 3)
+        return result
+
+    def _reference_set(self, metric: str, extractor: FeatureExtractor) -> _ReferenceSet:
+        if metric == "fid" and self.settings.fid_stats:
+            stats = load_stats(Path(self.settings.fid_stats))
+            if stats.extractor_sha256 != extractor.sha256:
+                raise StatsError(
+                    f"{self.settings.fid_stats}: made with another extractor ({stats.extractor} "
+                    f"{stats.extractor_sha256[:12]}) than this run's FID weights ({extractor.sha256[:12]}); "
+                    "remake it with `compressor fid-stats` and the same --fid-weights, or run with the weights it was made with"
+                )
+            return _ReferenceSet(extractor, stats, None, f"statistics file {self.settings.fid_stats} ({stats.count} images)")
+        latents = self.ctx.samples(self.settings.samples, QUALITY_REFERENCE_SEED_OFFSET)
+        outputs = self._generate(self._torch_runner(), {k: v.numpy() for k, v in latents.items()})
+        features = self._features(extractor, outputs)
+        description = f"reference model samples ({len(outputs)}, seed offset {QUALITY_REFERENCE_SEED_OFFSET})"
+        return _ReferenceSet(extractor, self._stats(extractor, features, warn=False), features, description)
+
+    @staticmethod
+    def _stats(extractor: FeatureExtractor, features: np.ndarray, warn: bool = True) -> FeatureStats:
+        return stats_of(features, extractor.name, extractor.sha256, warn=warn)  # warn once per extractor
+
+    def _features(self, extractor: FeatureExtractor, outputs: np.ndarray) -> np.ndarray:
+        return extract(extractor, to_unit_rgb(outputs, self.value_range), self.settings.batch, self.progress)
+
+    def _generate(self, runner: Runner, latents: dict[str, np.ndarray]) -> np.ndarray:
+        """The first output of `runner` over all latents, `batch` at a time."""
+        count, batch = len(next(iter(latents.values()))), self.settings.batch
+        chunks = [runner({k: v[i : i + batch] for k, v in latents.items()})[0] for i in range(0, count, batch)]
+        return np.concatenate(chunks)
+
+    def _torch_runner(self) -> Runner:
+        def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            with torch.no_grad():
+                out = self.ctx.reference(*(torch.from_numpy(v) for v in feeds.values()))
+            return [t.numpy() for t in as_output_list(out)]
+
+        return run
+
+    def _value_range(self) -> tuple[float, float]:
+        declared = next(iter(self.ctx.card.outputs.values())).range
+        if declared is not None:
+            return tuple(declared)
+        low = float(self.reference_outputs.min())  # no declared range: the span the reference actually uses
+        return low, low + data_range_of(None, self.reference_outputs)
+
+
+def image_output_problem(shape: tuple[int, ...]) -> str | None:
+    """Why image quality metrics do not apply to an output of this shape, or None when they do."""
+    if is_image_batch(shape):
+        return None
+    return f"the first output has shape {list(shape)}, not [N, 1|3, H, W] images"
+
+
+def load_inception(settings) -> tuple[FeatureExtractor | None, str | None]:
+    """The Inception extractor the settings ask for, or None and why (fid: auto without weights, or off).
+    With fid: on (or a fid budget) missing or broken weights raise, naming the fix."""
+    if settings.fid == "off":
+        return None, "off in the profile (quality.fid: off)"
+    try:
+        path, source = fid.find_weights(settings.fid_weights)
+    except fid.FidWeightsError as exc:
+        if settings.fid == "on":
+            raise
+        return None, exc.message
+    return fid.InceptionFeatures(path, source), None

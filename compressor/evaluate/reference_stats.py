@@ -1,0 +1,76 @@
+"""`compressor fid-stats`: feature statistics of a reference image set, for runs to measure FID against.
+
+The source is real images (a folder, or an .npz with an `images` array) or a model (folder with
+compressor.yaml, or a checkpoint), whose own samples are drawn on the seeds a run uses for its
+reference set. The .npz written holds mu, sigma, count and the extractor's name and sha256, so a run
+refuses statistics made with other weights.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+
+from compressor.checkpoint import load_checkpoint
+from compressor.evaluate import fd_surrogate, fid
+from compressor.evaluate.features import FeatureExtractor, extract
+from compressor.evaluate.frechet import FeatureStats, stats_of
+from compressor.evaluate.images import ImageSetError, is_image_batch, load_real_images, to_unit_rgb
+from compressor.modelcard import CARD_FILE, as_output_list, sample_inputs
+from compressor.seeds import QUALITY_REFERENCE_SEED_OFFSET
+
+Extractor = Literal["inception", "fd-surrogate"]
+
+
+def make_extractor(kind: Extractor, fid_weights: str | None = None) -> FeatureExtractor:
+    if kind == "fd-surrogate":
+        return fd_surrogate.RandomConvFeatures()
+    path, source = fid.find_weights(fid_weights)
+    return fid.InceptionFeatures(path, source)
+
+
+def is_model_source(source: Path) -> bool:
+    """A model folder (with compressor.yaml) or a checkpoint file, as opposed to real images."""
+    return (source.is_dir() and (source / CARD_FILE).is_file()) or (source.is_file() and source.suffix != ".npz")
+
+
+def reference_stats(
+    source: Path,
+    out: Path,
+    extractor: FeatureExtractor,
+    samples: int = 256,
+    seed: int = 0,
+    batch: int = 32,
+    progress: Callable[[str], None] | None = None,
+    trust_pickle: bool = False,
+) -> FeatureStats:
+    """Statistics of `source`'s images (or its model's samples), written atomically to `out`."""
+    source = Path(source)
+    images = _model_samples(source, samples, seed, batch, trust_pickle) if is_model_source(source) else load_real_images(source)
+    stats = stats_of(extract(extractor, images, batch, progress), extractor.name, extractor.sha256)
+    partial = Path(out).with_name(Path(out).name + ".partial.npz")  # np.savez appends .npz to other names
+    stats.save(partial)
+    os.replace(partial, out)
+    return stats
+
+
+def _model_samples(source: Path, samples: int, seed: int, batch: int, trust_pickle: bool) -> np.ndarray:
+    loaded = load_checkpoint(source, trust_pickle=trust_pickle)
+    latents = sample_inputs(loaded.card, samples, seed + QUALITY_REFERENCE_SEED_OFFSET)
+    with torch.no_grad():
+        chunks = [
+            as_output_list(loaded.model(*(t[i : i + batch] for t in latents.values())))[0].numpy()
+            for i in range(0, samples, batch)
+        ]
+    outputs = np.concatenate(chunks)
+    value_range = next(iter(loaded.card.outputs.values())).range
+    if not is_image_batch(outputs.shape) or value_range is None:
+        raise ImageSetError(
+            f"{source}: the model's first output must be [N, 1|3, H, W] images with a declared range "
+            f"(outputs: range: [low, high] in {CARD_FILE}); got shape {list(outputs.shape)}, range {value_range}"
+        )
+    return to_unit_rgb(outputs, value_range)

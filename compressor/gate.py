@@ -1,0 +1,97 @@
+"""`compressor gate`: re-check a finished release against budgets from its manifest alone.
+
+Nothing is recomputed: the values come from the manifest `compressor run` wrote, the budgets from the
+profile recorded in it, overridden by `--set budgets.<name>.<field>=...`. The verdict can be written
+as JUnit XML (one test case per budget; CI systems show failures natively) and as a Markdown summary
+(e.g. appended to GitHub's $GITHUB_STEP_SUMMARY).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+from pydantic import ValidationError
+
+from compressor.budgets import BudgetError, Budgets, check_budgets, failures
+from compressor.config import parse_set_value
+from compressor.errors import UsageError, validation_summary
+from compressor.manifest import read_manifest
+
+
+def gate(manifest_path: Path, sets: list[str] = ()) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The manifest and each budget's {value, limit, ok}, under the recorded budgets plus `sets`."""
+    manifest = read_manifest(manifest_path)
+    if manifest.get("status") != "complete":
+        raise BudgetError(f"{manifest_path}: the release is not complete (status {manifest.get('status')}); rerun compressor run")
+    budgets = budgets_with_overrides(manifest.get("config", {}).get("profile", {}).get("budgets", {}), sets)
+    if not budgets.named():
+        raise UsageError(f"{manifest_path}: no budgets to check; the profile sets none, add some with --set budgets.size_mb.max=...")
+    return manifest, check_budgets(manifest, budgets)
+
+
+def budgets_with_overrides(recorded: dict[str, Any], sets: list[str]) -> Budgets:
+    tree = {name: dict(limit) for name, limit in recorded.items() if limit is not None}
+    for item in sets:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if parts[0] == "profile":
+            parts = parts[1:]
+        if not sep or parts[0] != "budgets" or len(parts) not in (2, 3):
+            raise UsageError(f"--set '{item}': gate only takes budgets, e.g. --set budgets.size_mb.max=1.5")
+        value = parse_set_value(item, raw)
+        if len(parts) == 2:
+            tree[parts[1]] = value
+        else:
+            if not isinstance(tree.get(parts[1]), dict):
+                tree[parts[1]] = {}  # a budget the profile left out
+            tree[parts[1]][parts[2]] = value
+    try:
+        return Budgets.model_validate({k: v for k, v in tree.items() if v is not None})
+    except ValidationError as exc:
+        raise UsageError(f"--set: invalid budget: {validation_summary(exc)}") from exc
+
+
+def junit_xml(checks: dict[str, dict[str, Any]], name: str) -> str:
+    """One <testcase> per budget; a failed budget carries a <failure> with value and limit."""
+    failed = failures(checks)
+    suite = ElementTree.Element("testsuite", name=f"compressor budgets: {name}", tests=str(len(checks)), failures=str(len(failed)))
+    for budget, check in checks.items():
+        case = ElementTree.SubElement(suite, "testcase", classname="compressor.budgets", name=budget)
+        case.set("time", "0")
+        if not check["ok"]:
+            failure = ElementTree.SubElement(case, "failure", message=describe_check(budget, check))
+            failure.text = describe_check(budget, check)
+    return ElementTree.tostring(ElementTree.ElementTree(suite).getroot(), encoding="unicode", xml_declaration=True) + "\n"
+
+
+def markdown_summary(manifest: dict[str, Any], checks: dict[str, dict[str, Any]]) -> str:
+    target = manifest["config"]["target"]["name"]
+    verdict = "passed" if all(check["ok"] for check in checks.values()) else "FAILED"
+    lines = [
+        f"### compressor gate: {verdict}",
+        "",
+        f"{manifest['model']['card']['name']} for {target}, config `{manifest['config_sha256'][:12]}`",
+        "",
+        budget_table(checks),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def budget_table(checks: dict[str, dict[str, Any]]) -> str:
+    """A Markdown table: budget, value, limit, verdict (shared by the gate summary and the run report)."""
+    rows = [
+        f"| {name} | {check['value']:.4g} | {check['bound']} {check['limit']:.4g}{_batch(check)} | "
+        f"{'pass' if check['ok'] else '**FAIL**'} |"
+        for name, check in checks.items()
+    ]
+    return "| budget | value | limit | verdict |\n|---|---|---|---|\n" + "\n".join(rows)
+
+
+def _batch(check: dict[str, Any]) -> str:
+    return f" (batch {check['batch']})" if "batch" in check else ""
+
+
+def describe_check(budget: str, check: dict[str, Any]) -> str:
+    return f"{budget}: {check['value']:.4g}, limit {check['bound']} {check['limit']:.4g}{_batch(check)}"
