@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# Budgets on what cannot drift between machines (size, quality); `make demo` exits 3 if one fails.
+DEMO_BUDGETS := --set budgets.size_mb.max=1.2 --set budgets.psnr.min=35 --set budgets.ssim.min=0.98 --set budgets.fid.max_delta=3
+
 demo: install
-	$(VENV)/bin/compressor run examples/digits-dcgan --target cpu --out release/
+	$(VENV)/bin/compressor run examples/digits-dcgan --target cpu --out release/ $(DEMO_BUDGETS)
 
 test: install
 	$(PY) -m pytest -q

@@ -73,7 +73,7 @@ def check_budgets(manifest: dict[str, Any], budgets: Budgets) -> dict[str, dict[
 def failures(checks: dict[str, dict[str, Any]]) -> list[str]:
     """One phrase per failed budget, e.g. 'size_mb 1.05 > max 0.50'."""
     return [
-        f"{name} {check['value']:.4g} {'>' if check['bound'] == 'max' else '<'} {check['bound']} {check['limit']:.4g}"
+        f"{name} {check['value']:.4g} {'<' if check['bound'] == 'min' else '>'} {check['bound']} {check['limit']:.4g}"
         for name, check in checks.items()
         if not check["ok"]
     ]
@@ -100,7 +100,9 @@ def _latency(artifact: dict[str, Any], limit: LatencyLimit) -> float:
     return float(batches[str(limit.batch)]["median_ms"])
 
 
-def _quality(metric: str, key: str | None = None) -> Callable[[dict[str, Any], _Limit], float]:
+def _quality(budget: str, metric: str, key: str | None = None) -> Callable[[dict[str, Any], _Limit], float]:
+    """Reads artifact.quality[metric] (or its [key]); a missing value is an error that says why it is missing."""
+
     def value(artifact: dict[str, Any], limit: _Limit) -> float:
         quality = artifact.get("quality") or {}
         found = quality.get(metric)
@@ -111,7 +113,7 @@ def _quality(metric: str, key: str | None = None) -> Callable[[dict[str, Any], _
         if found is None:
             why = f" ({reason})" if reason else ""
             raise BudgetError(
-                f"budget {metric}: the release has no {metric} value{why}; remove the budget or rerun so it is computed"
+                f"budget {budget}: the release has no {budget} value{why}; remove the budget or rerun so it is computed"
             )
         return float(found)
 
@@ -121,8 +123,8 @@ def _quality(metric: str, key: str | None = None) -> Callable[[dict[str, Any], _
 _MEASURED: dict[str, Callable[[dict[str, Any], Any], float]] = {
     "size_mb": lambda artifact, limit: artifact["bytes"] / 1e6,
     "latency_ms": _latency,
-    "fid": _quality("fid", "delta"),
-    "fd_surrogate": _quality("fd_surrogate", "delta"),
-    "psnr": _quality("psnr_db"),
-    "ssim": _quality("ssim"),
+    "fid": _quality("fid", "fid", "delta"),
+    "fd_surrogate": _quality("fd_surrogate", "fd_surrogate", "delta"),
+    "psnr": _quality("psnr", "psnr_db"),
+    "ssim": _quality("ssim", "ssim"),
 }

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -27,6 +27,10 @@ from compressor.evaluate.images import is_image_batch, to_unit_rgb
 from compressor.evaluate.paired import data_range_of, psnr, ssim
 from compressor.modelcard import as_output_list
 from compressor.seeds import QUALITY_REFERENCE_SEED_OFFSET, QUALITY_SEED_OFFSET
+
+if TYPE_CHECKING:
+    from compressor.config import QualitySettings
+    from compressor.context import RunContext
 
 Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 
@@ -47,11 +51,16 @@ class _ReferenceSet:
 class QualityEvaluator:
     """Generates the reference model's samples once, then scores any number of artifacts against them."""
 
-    ctx: Any  # RunContext
-    settings: Any  # QualitySettings
-    progress: Callable[[str], None] | None = None
+    ctx: RunContext
+    settings: QualitySettings
+    progress: Callable[[str], None] | None = None  # told what a long extraction is doing
     fid_unavailable: str | None = None  # why FID is not computed, when it is not
-    sets: dict[str, _ReferenceSet] = field(default_factory=dict)
+    sets: dict[str, _ReferenceSet] = field(default_factory=dict)  # by metric: fd_surrogate, fid
+    # Filled by prepare(): the quality latents, what the reference makes of them, and their value range.
+    latents: dict[str, np.ndarray] = field(default_factory=dict)
+    reference_outputs: np.ndarray | None = None
+    value_range: tuple[float, float] = (0.0, 1.0)
+    not_images: str | None = None  # why image metrics do not apply, when they do not
 
     def prepare(self, inception: FeatureExtractor | None) -> None:
         """Reference outputs on the quality latents, and each extractor's reference set and floor."""
