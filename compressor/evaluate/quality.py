@@ -128,13 +128,7 @@ class QualityEvaluator:
 
     def _reference_set(self, metric: str, extractor: FeatureExtractor) -> _ReferenceSet:
         if metric == "fid" and self.settings.fid_stats:
-            stats = load_stats(Path(self.settings.fid_stats))
-            if stats.extractor_sha256 != extractor.sha256:
-                raise StatsError(
-                    f"{self.settings.fid_stats}: made with another extractor ({stats.extractor} "
-                    f"{stats.extractor_sha256[:12]}) than this run's FID weights ({extractor.sha256[:12]}); "
-                    "remake it with `compressor fid-stats` and the same --fid-weights, or run with the weights it was made with"
-                )
+            stats = reference_stats_file(self.settings, extractor)
             return _ReferenceSet(extractor, stats, None, f"statistics file {self.settings.fid_stats} ({stats.count} images)")
         latents = self.ctx.samples(self.settings.samples, QUALITY_REFERENCE_SEED_OFFSET)
         outputs = self._generate(self._torch_runner(), {k: v.numpy() for k, v in latents.items()})
@@ -178,15 +172,31 @@ def image_output_problem(shape: tuple[int, ...]) -> str | None:
     return f"the first output has shape {list(shape)}, not [N, 1|3, H, W] images"
 
 
-def load_inception(settings) -> tuple[FeatureExtractor | None, str | None]:
+def reference_stats_file(settings: QualitySettings, inception: FeatureExtractor) -> FeatureStats:
+    """The user's FID reference statistics, refused when another extractor made them."""
+    stats = load_stats(Path(settings.fid_stats))
+    if stats.extractor_sha256 != inception.sha256:
+        raise StatsError(
+            f"{settings.fid_stats}: made with another extractor ({stats.extractor} {stats.extractor_sha256[:12]}) "
+            f"than this run's FID weights ({inception.sha256[:12]}); remake it with `compressor fid-stats` and the "
+            "same --fid-weights, or run with the weights it was made with"
+        )
+    return stats
+
+
+def load_inception(settings: QualitySettings) -> tuple[FeatureExtractor | None, str | None]:
     """The Inception extractor the settings ask for, or None and why (fid: auto without weights, or off).
-    With fid: on (or a fid budget) missing or broken weights raise, naming the fix."""
+    FID is required, and missing or broken weights raise naming the fix, with fid: on, a fid budget, or
+    reference statistics to compare with; those statistics are checked against the weights here too."""
     if settings.fid == "off":
         return None, "off in the profile (quality.fid: off)"
     try:
         path, source = fid.find_weights(settings.fid_weights)
     except fid.FidWeightsError as exc:
-        if settings.fid == "on":
+        if settings.fid == "on" or settings.fid_stats:
             raise
         return None, exc.message
-    return fid.InceptionFeatures(path, source), None
+    inception = fid.InceptionFeatures(path, source)
+    if settings.fid_stats:
+        reference_stats_file(settings, inception)
+    return inception, None

@@ -111,8 +111,9 @@ def test_run_records_paired_metrics_fd_surrogate_gallery_and_why_no_fid(over_bud
     assert "FD-surrogate" in report and "FID not computed" in report and "![reference vs model.onnx](gallery.png)" in report
 
 
-def test_fid_budget_without_weights_fails_before_any_work(capsys, monkeypatch, tmp_path, generator_folder):
-    rc, _, err = cli(capsys, monkeypatch, "run", generator_folder, "--out", tmp_path, *QUICK, "--set", "budgets.fid.max_delta=5")
+@pytest.mark.parametrize("asks_for_fid", [["--set", "budgets.fid.max_delta=5"], ["--fid-stats", "ref.npz"]])
+def test_asking_for_fid_without_weights_fails_before_any_work(capsys, monkeypatch, tmp_path, generator_folder, asks_for_fid):
+    rc, _, err = cli(capsys, monkeypatch, "run", generator_folder, "--out", tmp_path, *QUICK, *asks_for_fid)
     assert rc == 1 and "--fid-weights" in _one_line_error(err)
     assert not (tmp_path / "cpu-x86").exists()
 
