@@ -30,7 +30,7 @@ def ssim(reference: np.ndarray, actual: np.ndarray, data_range: float) -> float:
 
     x = torch.from_numpy(np.asarray(reference, np.float64))
     y = torch.from_numpy(np.asarray(actual, np.float64))
-    n, channels, height, width = x.shape
+    _, channels, height, width = x.shape
     size = min(SSIM_WINDOW, height, width)
     coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(coords**2) / (2 * SSIM_SIGMA**2))

@@ -21,8 +21,14 @@ import torch
 
 from compressor.evaluate import fd_surrogate, fid
 from compressor.evaluate.features import FeatureExtractor, extract
-from compressor.evaluate.frechet import FeatureStats, StatsError, frechet_distance, kernel_inception_distance
-from compressor.evaluate.frechet import load_stats, stats_of
+from compressor.evaluate.frechet import (
+    FeatureStats,
+    StatsError,
+    frechet_distance,
+    kernel_inception_distance,
+    load_stats,
+    stats_of,
+)
 from compressor.evaluate.images import is_image_batch, to_unit_rgb
 from compressor.evaluate.paired import data_range_of, psnr, ssim
 from compressor.modelcard import as_output_list

@@ -19,7 +19,12 @@ from compressor.checkpoint import load_checkpoint
 from compressor.evaluate import fd_surrogate, fid
 from compressor.evaluate.features import FeatureExtractor, extract
 from compressor.evaluate.frechet import FeatureStats, stats_of
-from compressor.evaluate.images import ImageSetError, is_image_batch, load_real_images, to_unit_rgb
+from compressor.evaluate.images import (
+    ImageSetError,
+    is_image_batch,
+    load_real_images,
+    to_unit_rgb,
+)
 from compressor.modelcard import CARD_FILE, as_output_list, sample_inputs
 from compressor.seeds import QUALITY_REFERENCE_SEED_OFFSET
 

@@ -15,6 +15,7 @@ from compressor.cli import main
 from compressor.testing.fake_inception import write_fake_inception
 from tests.integration.test_cli import FAST, cli
 
+
 def _one_line_error(err: str) -> str:
     """The last line is the one error line (warnings about the small sample may come before it)."""
     lines = [line for line in err.splitlines() if line.strip()]

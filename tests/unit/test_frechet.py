@@ -10,7 +10,13 @@ import pytest
 from scipy import linalg
 
 from compressor.evaluate.frechet import (
-    FeatureStats, StatsError, _mmd2, frechet_distance, kernel_inception_distance, load_stats, stats_of,
+    FeatureStats,
+    StatsError,
+    _mmd2,
+    frechet_distance,
+    kernel_inception_distance,
+    load_stats,
+    stats_of,
 )
 
 
