@@ -37,7 +37,12 @@ from compressor.evaluate.paired import data_range_of, psnr
 from compressor.hostcpu import cpu_flags
 from compressor.runtimes import onnxruntime as ort_runtime
 from compressor.runtimes.onnx_export import export_onnx
-from compressor.seeds import BENCHMARK_SEED_OFFSET, CALIBRATION_SEED_OFFSET
+from compressor.seeds import (
+    BENCHMARK_QUALITY_SEED_OFFSET,
+    BENCHMARK_SEED_OFFSET,
+    CALIBRATION_SEED_OFFSET,
+)
+from compressor.stages.ptq import PTQConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMOS = ["digits-dcgan", "digits-vae"]
@@ -73,7 +78,8 @@ def measure_demo(demo: str, work: Path, target, runs: int, peaks: dict[str, floa
     work.mkdir(parents=True)
     loaded = load_checkpoint(ROOT / "examples" / demo)
     fp32 = export_onnx(loaded.model, loaded.card, work / "fp32.onnx", opset=target.opset)
-    calibration = batches(prior_samples(loaded.card, 256, seed=CALIBRATION_SEED_OFFSET), 16)  # what ptq draws
+    ptq = PTQConfig()  # what the ptq stage draws by default
+    calibration = batches(prior_samples(loaded.card, ptq.samples, seed=CALIBRATION_SEED_OFFSET), ptq.batch)
 
     def ours(target_name: str, profile: str | None) -> Path:
         config = api.RunConfig(checkpoint=ROOT / "examples" / demo, target=target_name, profile=profile, out=work / (profile or "ptq"))
@@ -87,7 +93,7 @@ def measure_demo(demo: str, work: Path, target, runs: int, peaks: dict[str, floa
         "ort-defaults": ort_defaults(fp32, work / "ort.onnx", calibration),
         "nncf-defaults": nncf_defaults(fp32, work / "nncf.onnx", calibration),
     }
-    latents = prior_samples(loaded.card, QUALITY_SAMPLES, seed=5_000)
+    latents = prior_samples(loaded.card, QUALITY_SAMPLES, seed=BENCHMARK_QUALITY_SEED_OFFSET)
     runners = {name: ort_runtime.load(path, target) for name, path in variants.items()}
     reference = runners["fp32"](latents)[0]
     data_range = data_range_of(next(iter(loaded.card.outputs.values())).range, reference)
@@ -157,7 +163,8 @@ def measured_peaks(threads: int, size: int = 1024, runs: int = 20) -> dict[str, 
 
 
 def interleaved_latency(runners: dict, card, runs: int, rounds: int = 5) -> dict:
-    """Median and p90 per variant and batch size; rounds alternate the variants so machine drift is shared."""
+    """Median over rounds of each round's median, per variant and batch size (each round's value is kept too);
+    rounds alternate the variants so machine drift is shared."""
     feeds = {batch: prior_samples(card, batch, seed=BENCHMARK_SEED_OFFSET + batch) for batch in BATCHES}
     samples = {name: {batch: [] for batch in BATCHES} for name in runners}
     for _ in range(rounds):

@@ -23,7 +23,7 @@ from compressor.config import ResolvedConfig, resolve
 from compressor.context import RunContext
 from compressor.errors import ParityError
 from compressor.evaluate.parity import check_parity
-from compressor.evaluate.quality import QualityEvaluator, load_inception
+from compressor.evaluate.quality import QualityEvaluator, prepare_fid
 from compressor.files import sha256_file
 from compressor.manifest import MANIFEST_FILE, Manifest, ReleaseFolder, library_versions
 from compressor.report.gallery import GALLERY_FILE, write_gallery
@@ -65,7 +65,7 @@ class RunResult:
 
 
 @dataclass
-class _Steps:
+class Steps:
     """Calls the optional progress callback around each step (start, then done or failed) and records its duration."""
 
     on_step: Callable[[str, str], None] | None = None
@@ -121,8 +121,9 @@ def run(config: RunConfig, on_step: Callable[[str, str], None] | None = None) ->
     runtime = get_runtime(resolved.target.runtime)  # fail before any work if the runtime is missing
     release = ReleaseFolder(config.out, resolved.target.name)
     release.preflight()
-    steps = _Steps(on_step)
-    inception, no_fid_reason = load_inception(_quality_settings(resolved))  # missing weights fail before any work
+    steps = Steps(on_step)
+    # Missing FID weights, or reference statistics made with others, fail here, before any work.
+    fid_source = prepare_fid(resolved.profile.quality, budget_needs_fid=resolved.profile.budgets.fid is not None)
     loaded = steps.run("load", lambda: _load(config))
     _check_calibration_files(resolved, loaded)
     with release as work:
@@ -133,8 +134,8 @@ def run(config: RunConfig, on_step: Callable[[str, str], None] | None = None) ->
         model = _run_torch_stages(loaded.model, ctx, steps, manifest)
         artifact_stages = [stage for stage in resolved.profile.stages if stage.after_export]
         fp32 = _export(model, runtime, ctx, steps, manifest, FP32_ARTIFACT if artifact_stages else FINAL_ARTIFACT)
-        quality = QualityEvaluator(ctx, resolved.profile.quality, steps.progress("quality reference"), no_fid_reason)
-        steps.run("quality reference", lambda: quality.prepare(inception))
+        quality = QualityEvaluator(ctx, resolved.profile.quality, fid_source, steps.progress("quality reference"))
+        steps.run("quality reference", quality.prepare)
         manifest.data["quality_reference"] = quality.describe()
         manifest.add_stage("quality reference", steps.seconds["quality reference"])
         _check_and_time(fp32, "fp32", None, runtime, ctx, steps, manifest)
@@ -153,7 +154,7 @@ def run(config: RunConfig, on_step: Callable[[str, str], None] | None = None) ->
     return RunResult(release_dir=release.final, manifest=manifest.data, report=release.final / REPORT_FILE)
 
 
-def _run_torch_stages(model: torch.nn.Module, ctx: RunContext, steps: _Steps, manifest: Manifest) -> torch.nn.Module:
+def _run_torch_stages(model: torch.nn.Module, ctx: RunContext, steps: Steps, manifest: Manifest) -> torch.nn.Module:
     """The profile's torch-side stages in order, each recorded in the manifest as soon as it ends."""
     for stage in ctx.config.profile.stages:
         if stage.after_export:
@@ -164,21 +165,21 @@ def _run_torch_stages(model: torch.nn.Module, ctx: RunContext, steps: _Steps, ma
     return model
 
 
-def _record_stage(stage, result, steps: _Steps, manifest: Manifest, ctx: RunContext) -> None:
+def _record_stage(stage, result, steps: Steps, manifest: Manifest, ctx: RunContext) -> None:
     manifest.add_stage(
         stage.kind, steps.seconds[stage.kind], config=stage.model_dump(mode="json"),
         state=result.state, metrics=result.metrics, artifacts=_describe(result.artifacts, ctx.work_dir),
     )
 
 
-def _export(model: torch.nn.Module, runtime, ctx: RunContext, steps: _Steps, manifest: Manifest, name: str) -> Path:
+def _export(model: torch.nn.Module, runtime, ctx: RunContext, steps: Steps, manifest: Manifest, name: str) -> Path:
     artifact = steps.run("export", lambda: runtime.export(model, ctx.card, ctx.config.target, ctx.work_dir / name))
     manifest.add_stage("export", steps.seconds["export"], artifacts={artifact.name: _file_facts(artifact)})
     return artifact
 
 
 def _check_and_time(
-    artifact: Path, precision: str, min_psnr: float | None, runtime, ctx: RunContext, steps: _Steps, manifest: Manifest
+    artifact: Path, precision: str, min_psnr: float | None, runtime, ctx: RunContext, steps: Steps, manifest: Manifest
 ) -> None:
     """Compare the artifact with the original torch model (fail the run if it disagrees), then time it;
     both land in the manifest's record of that artifact."""
@@ -195,7 +196,7 @@ def _check_and_time(
     manifest.add_stage(bench, steps.seconds[bench], metrics=record["latency"])
 
 
-def _judge(artifact: Path, quality: QualityEvaluator, runtime, ctx: RunContext, steps: _Steps, manifest: Manifest) -> None:
+def _judge(artifact: Path, quality: QualityEvaluator, runtime, ctx: RunContext, steps: Steps, manifest: Manifest) -> None:
     """Quality of what the artifact generates vs the reference model (FID for the final artifact only: it is
     the slow one and what budgets limit), and the report's gallery for the final artifact."""
     name = f"quality {artifact.name}"
@@ -220,14 +221,6 @@ def _headline(record: dict[str, Any]) -> dict[str, Any]:
         if isinstance(record.get(metric), dict) and "value" in record[metric]:
             headline[metric] = record[metric]["value"]
     return headline
-
-
-def _quality_settings(resolved: ResolvedConfig):
-    """The profile's quality settings, with FID required (not just attempted) when a budget limits it."""
-    quality = resolved.profile.quality
-    if resolved.profile.budgets.fid and quality.fid == "auto":
-        return quality.model_copy(update={"fid": "on"})
-    return quality
 
 
 def _compare_with_fp32(artifacts: dict[str, Any], baseline: str) -> None:

@@ -79,6 +79,12 @@ def failures(checks: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
+def limit_text(check: dict[str, Any]) -> str:
+    """'max 1.2', 'min 35' or 'max 3 (batch 16)': a check's bound as people read it."""
+    batch = f" (batch {check['batch']})" if "batch" in check else ""
+    return f"{check['bound']} {check['limit']:.4g}{batch}"
+
+
 def _check(name: str, limit: _Limit, artifact: dict[str, Any]) -> dict[str, Any]:
     value = _MEASURED[name](artifact, limit)
     if isinstance(limit, MinLimit):

@@ -27,7 +27,14 @@ import torch.nn as nn
 
 from compressor.errors import CheckpointError, first_line
 from compressor.files import sha256_file
-from compressor.modelcard import CARD_FILE, InputSpec, ModelCard, as_output_list, load_card, sample_inputs
+from compressor.modelcard import (
+    CARD_FILE,
+    InputSpec,
+    ModelCard,
+    as_output_list,
+    load_card,
+    sample_inputs,
+)
 
 STATE_DICT_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
 
@@ -250,7 +257,10 @@ def _refuse_pt2_pickles(path: Path) -> None:
 
 
 def _check_payload_config(path: Path, archive: zipfile.ZipFile, config_name: str) -> None:
-    from torch.export.pt2_archive.constants import TENSOR_CONSTANT_FILENAME_PREFIX, WEIGHT_FILENAME_PREFIX
+    from torch.export.pt2_archive.constants import (
+        TENSOR_CONSTANT_FILENAME_PREFIX,
+        WEIGHT_FILENAME_PREFIX,
+    )
 
     folder = config_name.rsplit("/", 1)[0]
     for fqn, meta in json.loads(archive.read(config_name)).get("config", {}).items():

@@ -111,20 +111,16 @@ def fid_stats(
     trust_pickle: TrustPickle = False,
 ) -> None:
     """Reference statistics (mu, sigma, count, extractor sha256) for `compressor run --fid-stats`."""
+    from compressor.api import Steps
     from compressor.evaluate.reference_stats import make_extractor, reference_stats
 
     if extractor not in ("inception", "fd-surrogate"):
         raise typer.BadParameter(f"'{extractor}': choose inception or fd-surrogate", param_hint="--extractor")
     features = make_extractor(extractor, str(fid_weights) if fid_weights else None)
-    on_step = _progress()
-    on_step("fid-stats", "start")
-    try:
-        stats = reference_stats(source, out, features, samples=samples, seed=seed, trust_pickle=trust_pickle,
-                                progress=lambda text: on_step("fid-stats", text))
-    except BaseException:
-        on_step("fid-stats", "failed")
-        raise
-    on_step("fid-stats", "done")
+    steps = Steps(_progress())
+    stats = steps.run("fid-stats", lambda: reference_stats(
+        source, out, features, samples=samples, seed=seed, trust_pickle=trust_pickle, progress=steps.progress("fid-stats"),
+    ))
     typer.echo(f"{out}: {stats.count} images, {stats.extractor} {stats.extractor_sha256[:12]}, {stats.mu.size}-d features")
 
 

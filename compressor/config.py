@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from compressor.budgets import Budgets
 from compressor.errors import ConfigError, UsageError, first_line, validation_summary
@@ -92,6 +100,12 @@ class QualitySettings(_Frozen):
         "reference model's own samples on other seeds."
     )
     gallery: int = Field(16, ge=0, description="Latents shown in the report's reference-vs-artifact image grid.")
+
+    @model_validator(mode="after")
+    def _stats_need_fid(self) -> QualitySettings:
+        if self.fid_stats and self.fid == "off":
+            raise ValueError("quality.fid_stats is FID's reference; set quality.fid to auto or on, or drop fid_stats")
+        return self
 
     @field_validator("fid", mode="before")
     @classmethod
@@ -220,7 +234,7 @@ def apply_overrides(config: ResolvedConfig, sets: list[str]) -> ResolvedConfig:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--set '{item}': expected key=value, e.g. --set target.benchmark.runs=20")
-        _assign(tree, key.strip(), parse_set_value(item, raw))
+        assign_override(tree, key.strip(), parse_set_value(item, raw))
     tree["profile"]["stages"] = list(tree["profile"]["stages"].values())
     try:
         return ResolvedConfig.model_validate(tree)
@@ -245,7 +259,8 @@ def _addressable(config: ResolvedConfig) -> dict[str, Any]:
 _PROFILE_SHORTHANDS = ("stages", "quality", "budgets")
 
 
-def _assign(tree: dict[str, Any], key: str, value: Any) -> None:
+def assign_override(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set `key` (a dotted path; stages./quality./budgets. are short for profile.<...>) in the config as plain data."""
     parts = key.split(".")
     if parts[0] in _PROFILE_SHORTHANDS:  # shorthand used in docs and profiles: stages.<kind>.<field>, budgets.<name>...
         parts = ["profile", *parts]

@@ -7,8 +7,8 @@ import importlib.util
 
 def check_all() -> dict[str, str | None]:
     """Name -> None when usable, else the reason (missing package or hardware) and how to fix it."""
-    from compressor.runtimes import RUNTIMES, get_runtime
     from compressor.errors import CompressorError
+    from compressor.runtimes import RUNTIMES, get_runtime
 
     checks: dict[str, str | None] = {}
     for name in RUNTIMES:

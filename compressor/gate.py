@@ -14,10 +14,11 @@ from xml.etree import ElementTree
 
 from pydantic import ValidationError
 
-from compressor.budgets import BudgetError, Budgets, check_budgets, failures
-from compressor.config import parse_set_value
+from compressor.budgets import BudgetError, Budgets, check_budgets, failures, limit_text
+from compressor.config import assign_override, parse_set_value
 from compressor.errors import UsageError, validation_summary
 from compressor.manifest import read_manifest
+from compressor.report.markdown import budget_table
 
 
 def gate(manifest_path: Path, sets: list[str] = ()) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -32,23 +33,15 @@ def gate(manifest_path: Path, sets: list[str] = ()) -> tuple[dict[str, Any], dic
 
 
 def budgets_with_overrides(recorded: dict[str, Any], sets: list[str]) -> Budgets:
-    tree = {name: dict(limit) for name, limit in recorded.items() if limit is not None}
+    """The recorded budgets with `--set budgets.<name>[.<field>]=value` applied by the same rules as `run --set`."""
+    tree = {"profile": {"budgets": {name: recorded.get(name) for name in Budgets.model_fields}}}
     for item in sets:
         key, sep, raw = item.partition("=")
-        parts = key.strip().split(".")
-        if parts[0] == "profile":
-            parts = parts[1:]
-        if not sep or parts[0] != "budgets" or len(parts) not in (2, 3):
+        if not sep or not key.strip().removeprefix("profile.").startswith("budgets."):
             raise UsageError(f"--set '{item}': gate only takes budgets, e.g. --set budgets.size_mb.max=1.5")
-        value = parse_set_value(item, raw)
-        if len(parts) == 2:
-            tree[parts[1]] = value
-        else:
-            if not isinstance(tree.get(parts[1]), dict):
-                tree[parts[1]] = {}  # a budget the profile left out
-            tree[parts[1]][parts[2]] = value
+        assign_override(tree, key.strip(), parse_set_value(item, raw))
     try:
-        return Budgets.model_validate({k: v for k, v in tree.items() if v is not None})
+        return Budgets.model_validate(tree["profile"]["budgets"])
     except ValidationError as exc:
         raise UsageError(f"--set: invalid budget: {validation_summary(exc)}") from exc
 
@@ -79,19 +72,5 @@ def markdown_summary(manifest: dict[str, Any], checks: dict[str, dict[str, Any]]
     return "\n".join(lines) + "\n"
 
 
-def budget_table(checks: dict[str, dict[str, Any]]) -> str:
-    """A Markdown table: budget, value, limit, verdict (shared by the gate summary and the run report)."""
-    rows = [
-        f"| {name} | {check['value']:.4g} | {check['bound']} {check['limit']:.4g}{_batch(check)} | "
-        f"{'pass' if check['ok'] else '**FAIL**'} |"
-        for name, check in checks.items()
-    ]
-    return "| budget | value | limit | verdict |\n|---|---|---|---|\n" + "\n".join(rows)
-
-
-def _batch(check: dict[str, Any]) -> str:
-    return f" (batch {check['batch']})" if "batch" in check else ""
-
-
 def describe_check(budget: str, check: dict[str, Any]) -> str:
-    return f"{budget}: {check['value']:.4g}, limit {check['bound']} {check['limit']:.4g}{_batch(check)}"
+    return f"{budget}: {check['value']:.4g}, limit {limit_text(check)}"

@@ -1,4 +1,4 @@
-"""Per-layer rules shared by the stages that treat layers differently (ptq now; prune and qat later).
+"""Per-layer rules shared by the stages that treat layers differently (ptq and qat; prune later).
 
 An ordered list of `{match: <glob on the module name>, ...}`; the last rule that matches a layer wins
 (ModelOpt's semantics), `skip: true` leaves the layer alone. Names are torch module names as
@@ -12,6 +12,8 @@ from fnmatch import fnmatchcase
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from compressor.errors import ConfigError
 
 log = logging.getLogger("compressor")
 
@@ -35,3 +37,34 @@ def apply_rules(layers: list[str], rules: list[LayerRule], where: str) -> dict[s
         for layer in matched:
             chosen[layer] = (rule, index)
     return chosen
+
+
+# What the quantizing stages can place a layer in: int8 or kept in float (fp16 needs a converter they lack).
+QUANTIZER_PRECISIONS = ("int8", "fp32")
+
+
+def precision_plan(layers: list[str], rules: list[LayerRule], where: str, target) -> tuple[dict[str, tuple[str, str]], set[str]]:
+    """Layer -> (precision, why) for ptq and qat: int8 by default, what the last matching rule says otherwise
+    (skip = fp32); and the layers a rule placed. A precision the stage or the target cannot run is an error."""
+    plan = {layer: ("int8", "default") for layer in layers}
+    matched = apply_rules(layers, rules, where)
+    for layer, (rule, index) in matched.items():
+        precision = "fp32" if rule.skip else (rule.precision or "int8")
+        runnable = [p for p in QUANTIZER_PRECISIONS if p in target.precisions]
+        if precision not in runnable:
+            raise ConfigError(
+                f"{where}[{index}]: layer '{layer}' asks for {precision}, which target {target.name} does not run "
+                f"in this stage (it runs {runnable}; target precisions {target.precisions}); pick one of those"
+            )
+        plan[layer] = (precision, f"rule {index} (match '{rule.match}')")
+    return plan, set(matched)
+
+
+def describe_plan(plan: dict[str, tuple[str, str]]) -> dict:
+    """What the manifest records of a plan: each layer's precision and why, the int8 count, the artifact's label."""
+    int8_layers = sum(precision == "int8" for precision, _ in plan.values())
+    return {
+        "layers": {layer: {"precision": precision, "reason": why} for layer, (precision, why) in plan.items()},
+        "int8_layers": int8_layers,
+        "precision": "int8" if int8_layers == len(plan) else "mixed" if int8_layers else "fp32",
+    }

@@ -7,9 +7,7 @@ Knowing the latent prior is what lets calibration, parity checks and benchmarks 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 

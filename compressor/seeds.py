@@ -12,4 +12,5 @@ REWRITE_CHECK_SEED_OFFSET = 7_000
 QUALITY_SEED_OFFSET = 8_000  # latents every artifact and the reference generate for FID, PSNR, SSIM, gallery
 QUALITY_REFERENCE_SEED_OFFSET = 9_000  # the reference model's own samples that FID is measured against
 QAT_TRAIN_SEED_OFFSET = 100_000  # one seed per step from here: steps never reuse another use's latents
-QAT_CHECK_SEED_OFFSET = 6_000  # 5_000 is benchmarks/quantize_cpu.py's quality latents
+BENCHMARK_QUALITY_SEED_OFFSET = 5_000  # benchmarks/quantize_cpu.py's quality latents
+QAT_CHECK_SEED_OFFSET = 6_000

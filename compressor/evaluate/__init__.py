@@ -1,1 +1,2 @@
-"""Measurements of artifacts: parity against torch, latency on their runtime (quality metrics come later)."""
+"""Measurements of artifacts: parity against torch, latency on their runtime, and quality of what they generate
+(paired PSNR/SSIM, FID, FD-surrogate; see quality.py)."""

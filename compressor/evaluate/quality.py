@@ -41,6 +41,59 @@ if TYPE_CHECKING:
 Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 
 
+@dataclass(frozen=True)
+class FidSource:
+    """What FID is measured with, decided before any work: the Inception extractor and, when the user gave
+    them, real-image statistics (already checked against the extractor); or why there is no FID."""
+
+    extractor: FeatureExtractor | None = None
+    reference_stats: FeatureStats | None = None
+    stats_file: str | None = None
+    unavailable: str | None = None
+
+
+def prepare_fid(settings: QualitySettings, budget_needs_fid: bool = False) -> FidSource:
+    """FID is required (missing or broken weights raise, naming the fix) with fid: on, a fid budget or
+    reference statistics to compare with; with fid: auto it is skipped, saying why, when there are no weights."""
+    if settings.fid == "off":
+        return FidSource(unavailable="off in the profile (quality.fid: off)")
+    try:
+        path, source = fid.find_weights(settings.fid_weights)
+    except fid.FidWeightsError as exc:
+        if settings.fid == "on" or budget_needs_fid or settings.fid_stats:
+            raise
+        return FidSource(unavailable=exc.message)
+    inception = fid.InceptionFeatures(path, source)
+    if not settings.fid_stats:
+        return FidSource(extractor=inception)
+    stats = load_stats(Path(settings.fid_stats))
+    if stats.extractor_sha256 != inception.sha256:
+        raise StatsError(
+            f"{settings.fid_stats}: made with another extractor ({stats.extractor} {stats.extractor_sha256[:12]}) "
+            f"than this run's FID weights ({inception.sha256[:12]}); remake it with `compressor fid-stats` and the "
+            "same --fid-weights, or run with the weights it was made with"
+        )
+    return FidSource(extractor=inception, reference_stats=stats, stats_file=settings.fid_stats)
+
+
+def torch_runner(model: torch.nn.Module) -> Runner:
+    """A runner (input arrays by name -> output arrays) for a torch model, like the runtimes' runners."""
+
+    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with torch.no_grad():
+            out = model(*(torch.from_numpy(v) for v in feeds.values()))
+        return [t.numpy() for t in as_output_list(out)]
+
+    return run
+
+
+def generate(runner: Runner, latents: dict[str, np.ndarray], batch: int) -> np.ndarray:
+    """The first output of `runner` over all latents, `batch` at a time."""
+    count = len(next(iter(latents.values())))
+    chunks = [runner({k: v[i : i + batch] for k, v in latents.items()})[0] for i in range(0, count, batch)]
+    return np.concatenate(chunks)
+
+
 @dataclass
 class _ReferenceSet:
     """What one extractor's scores are measured against, and the reference model's own score (the floor)."""
@@ -59,27 +112,31 @@ class QualityEvaluator:
 
     ctx: RunContext
     settings: QualitySettings
+    fid_source: FidSource
     progress: Callable[[str], None] | None = None  # told what a long extraction is doing
-    fid_unavailable: str | None = None  # why FID is not computed, when it is not
     sets: dict[str, _ReferenceSet] = field(default_factory=dict)  # by metric: fd_surrogate, fid
     # Filled by prepare(): the quality latents, what the reference makes of them, and their value range.
     latents: dict[str, np.ndarray] = field(default_factory=dict)
     reference_outputs: np.ndarray | None = None
     value_range: tuple[float, float] = (0.0, 1.0)
     not_images: str | None = None  # why image metrics do not apply, when they do not
+    own_samples: np.ndarray | None = None  # the reference model's samples on other seeds (the default reference set)
 
-    def prepare(self, inception: FeatureExtractor | None) -> None:
+    @property
+    def fid_unavailable(self) -> str | None:
+        return self.not_images or self.fid_source.unavailable
+
+    def prepare(self) -> None:
         """Reference outputs on the quality latents, and each extractor's reference set and floor."""
-        self.latents = {k: v.numpy() for k, v in self.ctx.samples(self.settings.samples, QUALITY_SEED_OFFSET).items()}
-        self.reference_outputs = self._generate(self._torch_runner(), self.latents)
+        self.latents = self._latents(QUALITY_SEED_OFFSET)
+        self.reference_outputs = generate(torch_runner(self.ctx.reference), self.latents, self.settings.batch)
         self.value_range = self._value_range()
         self.not_images = image_output_problem(self.reference_outputs.shape)
         if self.not_images:  # PSNR still applies; image metrics and distances do not
-            self.fid_unavailable = self.not_images
             return
         extractors = {"fd_surrogate": fd_surrogate.RandomConvFeatures()}
-        if inception is not None:
-            extractors["fid"] = inception
+        if self.fid_source.extractor is not None:
+            extractors["fid"] = self.fid_source.extractor
         for metric, extractor in extractors.items():
             start = time.perf_counter()
             reference_set = self._reference_set(metric, extractor)
@@ -105,7 +162,7 @@ class QualityEvaluator:
 
     def score(self, runner: Runner, with_fid: bool) -> tuple[dict[str, Any], np.ndarray]:
         """Paired and distribution metrics of an artifact's samples; also returns the samples (for the gallery)."""
-        outputs = self._generate(runner, self.latents)
+        outputs = generate(runner, self.latents, self.settings.batch)
         data_range = float(self.value_range[1] - self.value_range[0])
         record: dict[str, Any] = {"samples": len(outputs), "psnr_db": psnr(self.reference_outputs, outputs, data_range)}
         if self.not_images:
@@ -132,16 +189,6 @@ class QualityEvaluator:
         result["seconds"] = round(time.perf_counter() - start, 3)
         return result
 
-    def _reference_set(self, metric: str, extractor: FeatureExtractor) -> _ReferenceSet:
-        if metric == "fid" and self.settings.fid_stats:
-            stats = reference_stats_file(self.settings, extractor)
-            return _ReferenceSet(extractor, stats, None, f"statistics file {self.settings.fid_stats} ({stats.count} images)")
-        latents = self.ctx.samples(self.settings.samples, QUALITY_REFERENCE_SEED_OFFSET)
-        outputs = self._generate(self._torch_runner(), {k: v.numpy() for k, v in latents.items()})
-        features = self._features(extractor, outputs)
-        description = f"reference model samples ({len(outputs)}, seed offset {QUALITY_REFERENCE_SEED_OFFSET})"
-        return _ReferenceSet(extractor, self._stats(extractor, features, warn=False), features, description)
-
     @staticmethod
     def _stats(extractor: FeatureExtractor, features: np.ndarray, warn: bool = True) -> FeatureStats:
         return stats_of(features, extractor.name, extractor.sha256, warn=warn)  # warn once per extractor
@@ -149,19 +196,20 @@ class QualityEvaluator:
     def _features(self, extractor: FeatureExtractor, outputs: np.ndarray) -> np.ndarray:
         return extract(extractor, to_unit_rgb(outputs, self.value_range), self.settings.batch, self.progress)
 
-    def _generate(self, runner: Runner, latents: dict[str, np.ndarray]) -> np.ndarray:
-        """The first output of `runner` over all latents, `batch` at a time."""
-        count, batch = len(next(iter(latents.values()))), self.settings.batch
-        chunks = [runner({k: v[i : i + batch] for k, v in latents.items()})[0] for i in range(0, count, batch)]
-        return np.concatenate(chunks)
+    def _latents(self, offset: int) -> dict[str, np.ndarray]:
+        return {k: v.numpy() for k, v in self.ctx.samples(self.settings.samples, offset).items()}
 
-    def _torch_runner(self) -> Runner:
-        def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-            with torch.no_grad():
-                out = self.ctx.reference(*(torch.from_numpy(v) for v in feeds.values()))
-            return [t.numpy() for t in as_output_list(out)]
-
-        return run
+    def _reference_set(self, metric: str, extractor: FeatureExtractor) -> _ReferenceSet:
+        """The user's real-image statistics for FID when given, else the reference model's own samples."""
+        stats = self.fid_source.reference_stats
+        if metric == "fid" and stats is not None:
+            return _ReferenceSet(extractor, stats, None, f"statistics file {self.fid_source.stats_file} ({stats.count} images)")
+        if self.own_samples is None:  # generated once, shared by the extractors
+            latents = self._latents(QUALITY_REFERENCE_SEED_OFFSET)
+            self.own_samples = generate(torch_runner(self.ctx.reference), latents, self.settings.batch)
+        features = self._features(extractor, self.own_samples)
+        description = f"reference model samples ({len(self.own_samples)}, seed offset {QUALITY_REFERENCE_SEED_OFFSET})"
+        return _ReferenceSet(extractor, self._stats(extractor, features, warn=False), features, description)
 
     def _value_range(self) -> tuple[float, float]:
         declared = next(iter(self.ctx.card.outputs.values())).range
@@ -176,33 +224,3 @@ def image_output_problem(shape: tuple[int, ...]) -> str | None:
     if is_image_batch(shape):
         return None
     return f"the first output has shape {list(shape)}, not [N, 1|3, H, W] images"
-
-
-def reference_stats_file(settings: QualitySettings, inception: FeatureExtractor) -> FeatureStats:
-    """The user's FID reference statistics, refused when another extractor made them."""
-    stats = load_stats(Path(settings.fid_stats))
-    if stats.extractor_sha256 != inception.sha256:
-        raise StatsError(
-            f"{settings.fid_stats}: made with another extractor ({stats.extractor} {stats.extractor_sha256[:12]}) "
-            f"than this run's FID weights ({inception.sha256[:12]}); remake it with `compressor fid-stats` and the "
-            "same --fid-weights, or run with the weights it was made with"
-        )
-    return stats
-
-
-def load_inception(settings: QualitySettings) -> tuple[FeatureExtractor | None, str | None]:
-    """The Inception extractor the settings ask for, or None and why (fid: auto without weights, or off).
-    FID is required, and missing or broken weights raise naming the fix, with fid: on, a fid budget, or
-    reference statistics to compare with; those statistics are checked against the weights here too."""
-    if settings.fid == "off":
-        return None, "off in the profile (quality.fid: off)"
-    try:
-        path, source = fid.find_weights(settings.fid_weights)
-    except fid.FidWeightsError as exc:
-        if settings.fid == "on" or settings.fid_stats:
-            raise
-        return None, exc.message
-    inception = fid.InceptionFeatures(path, source)
-    if settings.fid_stats:
-        reference_stats_file(settings, inception)
-    return inception, None

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Callable, Literal
 
 import numpy as np
-import torch
 
 from compressor.checkpoint import load_checkpoint
 from compressor.evaluate import fd_surrogate, fid
@@ -25,7 +24,8 @@ from compressor.evaluate.images import (
     load_real_images,
     to_unit_rgb,
 )
-from compressor.modelcard import CARD_FILE, as_output_list, sample_inputs
+from compressor.evaluate.quality import generate, torch_runner
+from compressor.modelcard import CARD_FILE, sample_inputs
 from compressor.seeds import QUALITY_REFERENCE_SEED_OFFSET
 
 Extractor = Literal["inception", "fd-surrogate"]
@@ -66,12 +66,7 @@ def reference_stats(
 def _model_samples(source: Path, samples: int, seed: int, batch: int, trust_pickle: bool) -> np.ndarray:
     loaded = load_checkpoint(source, trust_pickle=trust_pickle)
     latents = sample_inputs(loaded.card, samples, seed + QUALITY_REFERENCE_SEED_OFFSET)
-    with torch.no_grad():
-        chunks = [
-            as_output_list(loaded.model(*(t[i : i + batch] for t in latents.values())))[0].numpy()
-            for i in range(0, samples, batch)
-        ]
-    outputs = np.concatenate(chunks)
+    outputs = generate(torch_runner(loaded.model), {k: v.numpy() for k, v in latents.items()}, batch)
     value_range = next(iter(loaded.card.outputs.values())).range
     if not is_image_batch(outputs.shape) or value_range is None:
         raise ImageSetError(

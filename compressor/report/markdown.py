@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from compressor.budgets import limit_text
+
 REPORT_FILE = "report.md"
 
 Manifest = dict[str, Any]
@@ -34,14 +36,22 @@ def _title(manifest: Manifest) -> str:
 
 
 def _budgets(manifest: Manifest) -> str:
-    from compressor.gate import budget_table
-
     checks = manifest.get("budgets")
     if not checks:
         return ""
     failed = [name for name, check in checks.items() if not check["ok"]]
     verdict = f"**FAILED: {', '.join(failed)}**" if failed else "all pass"
     return f"## Budgets (model.onnx): {verdict}\n\n{budget_table(checks)}"
+
+
+def budget_table(checks: dict[str, dict[str, Any]]) -> str:
+    """A Markdown table: budget, value, limit, verdict (shared by the gate summary and the run report)."""
+    rows = [
+        f"| {name} | {check['value']:.4g} | {limit_text(check)} | "
+        f"{'pass' if check['ok'] else '**FAIL**'} |"
+        for name, check in checks.items()
+    ]
+    return "| budget | value | limit | verdict |\n|---|---|---|---|\n" + "\n".join(rows)
 
 
 def _quality(manifest: Manifest) -> str:

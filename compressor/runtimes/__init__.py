@@ -1,8 +1,9 @@
 """Runtimes, one file each, imported lazily by name (their packages are heavy or optional).
 
-Each runtime module provides: `unavailable_reason() -> str | None`, `export(model, card, target, out_dir)
+Each runtime module provides: `unavailable_reason() -> str | None`, `export(model, card, target, path)
 -> Path`, `load(artifact, target) -> runner` (a callable from input arrays to output arrays) and
-`benchmark(artifact, card, target, seed) -> dict`.
+`benchmark(artifact, card, target, seed) -> dict`; one that runs int8 also provides `quantize(...)` (the
+ptq stage) and `export_quantized(...)` (the qat stage's fake-quantized model as QDQ).
 """
 
 from __future__ import annotations

@@ -16,18 +16,14 @@ def fold_pads_into_convs(model: onnx.ModelProto) -> int:
     """Fold every zero, spatial-only Pad that alone feeds a Conv into the Conv's pads. Returns the count."""
     graph = model.graph
     constants = _constant_values(graph)
-    producers = {output: node for node in graph.node for output in node.output}
-    readers: dict[str, int] = {output.name: 1 for output in graph.output}  # a graph output is read outside
-    for node in graph.node:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
+    made_by, read_by = producers(graph), readers(graph)
     folded = []
     for conv in graph.node:
-        pad = producers.get(conv.input[0]) if conv.op_type == "Conv" else None
-        if pad is None or pad.op_type != "Pad" or readers[pad.output[0]] != 1:
+        pad = made_by.get(conv.input[0]) if conv.op_type == "Conv" else None
+        if pad is None or pad.op_type != "Pad" or len(read_by[pad.output[0]]) != 1:
             continue
         spatial = _spatial_zero_pads(pad, constants)
-        if spatial is None or _attribute(conv, "auto_pad", b"NOTSET") not in (b"NOTSET", b""):
+        if spatial is None or attribute(conv, "auto_pad", b"NOTSET") not in (b"NOTSET", b""):
             continue
         _add_conv_pads(conv, spatial)
         conv.input[0] = pad.input[0]
@@ -48,11 +44,10 @@ def _constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
 def _spatial_zero_pads(pad: onnx.NodeProto, constants: dict[str, np.ndarray]) -> list[int] | None:
     """The Pad's (begin..., end...) amounts on the two spatial axes of an NCHW tensor, if it is a plain
     zero pad of those axes only; otherwise None (the Pad is left where it is)."""
-    if _attribute(pad, "mode", b"constant") != b"constant" or len(pad.input) > 3 and pad.input[3]:
-        return None  # other modes, or an `axes` input, are not what a conv's zero padding does
+    if not pads_with_zero(pad, constants) or len(pad.input) > 3 and pad.input[3]:
+        return None  # other modes or fill values, or an `axes` input, are not what a conv's zero padding does
     amounts = constants.get(pad.input[1]) if len(pad.input) > 1 else None
-    fill = constants.get(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else np.zeros(())
-    if amounts is None or fill is None or np.any(fill != 0) or amounts.size != 8:
+    if amounts is None or amounts.size != 8:
         return None
     batch_begin, channel_begin, top, left, batch_end, channel_end, bottom, right = amounts.tolist()
     if batch_begin or channel_begin or batch_end or channel_end or min(top, left, bottom, right) < 0:
@@ -68,8 +63,30 @@ def _add_conv_pads(conv: onnx.NodeProto, extra: list[int]) -> None:
     conv.attribute.append(onnx.helper.make_attribute("pads", [a + b for a, b in zip(current, extra)]))
 
 
-def _attribute(node: onnx.NodeProto, name: str, default):
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return onnx.helper.get_attribute_value(attribute)
+def pads_with_zero(pad: onnx.NodeProto, constants: dict[str, np.ndarray]) -> bool:
+    """A constant-mode Pad whose fill value is a known 0 (0.0 lies on every quantization grid)."""
+    fill = constants.get(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else np.zeros(())
+    return attribute(pad, "mode", b"constant") == b"constant" and fill is not None and not np.any(fill != 0)
+
+
+def attribute(node: onnx.NodeProto, name: str, default):
+    for item in node.attribute:
+        if item.name == name:
+            return onnx.helper.get_attribute_value(item)
     return default
+
+
+def producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    """Tensor name -> the node that writes it."""
+    return {output: node for node in graph.node for output in node.output}
+
+
+def readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    """Tensor name -> the nodes that read it; a graph output counts as one reader (op_type GraphOutput)."""
+    found: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            found.setdefault(name, []).append(node)
+    for output in graph.output:
+        found.setdefault(output.name, []).append(onnx.NodeProto(op_type="GraphOutput"))
+    return found

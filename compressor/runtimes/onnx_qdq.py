@@ -29,6 +29,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from compressor.runtimes.onnx_graph import pads_with_zero
+from compressor.runtimes.onnx_graph import producers as graph_producers
+from compressor.runtimes.onnx_graph import readers as graph_readers
+
 # Ops that move values without changing them (or pad with 0.0, which is on every quantization grid).
 _LAYOUT_OPS = {"Transpose", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Concat", "Pad", "Slice", "DepthToSpace",
                "SpaceToDepth", "Identity", "Gather"}
@@ -40,7 +44,7 @@ def retype_activations_to_uint8(model: onnx.ModelProto) -> int:
     """Give every int8 activation Q/DQ pair a uint8 zero point z + 128 (exact). Returns the count of Q nodes."""
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
-    readers = _readers(graph)
+    readers = graph_readers(graph)
     retyped: set[str] = set()
     for quantize in [node for node in graph.node if node.op_type == "QuantizeLinear"]:
         if quantize.input[0] in initializers:  # a weight: int8 weights are what ORT wants
@@ -68,7 +72,7 @@ def requantize_before_convs(model: onnx.ModelProto) -> int:
     """Insert an exact Q -> DQ in front of each conv-like op whose input is on one quantization grid but no
     longer dequantized right before it (see the module docstring). Returns the count inserted."""
     graph = model.graph
-    producers = {output: node for node in graph.node for output in node.output}
+    producers = graph_producers(graph)
     values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     inserted = 0
     for position, node in reversed(list(enumerate(graph.node))):
@@ -95,8 +99,8 @@ def share_concat_scales(model: onnx.ModelProto) -> int:
     """Put every quantized input of a Concat on the grid of the Concat's quantized output (see the module
     docstring). Returns the count of Concats changed."""
     graph = model.graph
-    producers = {output: node for node in graph.node for output in node.output}
-    readers = _readers(graph)
+    producers = graph_producers(graph)
+    readers = graph_readers(graph)
     values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     changed = 0
     for concat in [node for node in graph.node if node.op_type == "Concat"]:
@@ -148,7 +152,7 @@ def quantize_biases(model: onnx.ModelProto) -> int:
     """Replace each float bias of a conv-like op whose input and weight are dequantized by an int32
     DequantizeLinear of it (see the module docstring). Returns the count."""
     graph = model.graph
-    producers = {output: node for node in graph.node for output in node.output}
+    producers = graph_producers(graph)
     values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     done = 0
     for position, node in reversed(list(enumerate(graph.node))):
@@ -195,7 +199,7 @@ def _common_grid(tensor: str, producers: dict, values: dict[str, np.ndarray]) ->
                 return None  # per-channel or without a constant zero point: not an activation grid
             grids.append((node.input[1], node.input[2]))
             continue
-        if node.op_type not in _LAYOUT_OPS or (node.op_type == "Pad" and not _pads_with_zero(node, values)):
+        if node.op_type not in _LAYOUT_OPS or (node.op_type == "Pad" and not pads_with_zero(node, values)):
             return None
         data_inputs = node.input if node.op_type == "Concat" else node.input[:1]
         pending.extend(name for name in data_inputs if name not in values)
@@ -204,22 +208,6 @@ def _common_grid(tensor: str, producers: dict, values: dict[str, np.ndarray]) ->
         if values[scale] != first_scale or values[zero_point] != first_zero or values[zero_point].dtype != first_zero.dtype:
             return None
     return grids[0]
-
-
-def _pads_with_zero(pad: onnx.NodeProto, values: dict[str, np.ndarray]) -> bool:
-    mode = next((helper.get_attribute_value(a) for a in pad.attribute if a.name == "mode"), b"constant")
-    fill = values.get(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else np.zeros(())
-    return mode == b"constant" and fill is not None and not np.any(fill != 0)
-
-
-def _readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-    for output in graph.output:
-        readers.setdefault(output.name, []).append(onnx.NodeProto(op_type="GraphOutput"))
-    return readers
 
 
 def _drop_unused_initializers(graph: onnx.GraphProto) -> None:

@@ -13,6 +13,7 @@ from compressor.evaluate.latency import time_callable
 from compressor.modelcard import ModelCard, sample_inputs
 from compressor.runtimes.onnx_export import export_onnx
 
+
 def unavailable_reason() -> str | None:
     try:
         import onnxruntime  # noqa: F401
@@ -25,11 +26,13 @@ def export(model: nn.Module, card: ModelCard, target: Target, path: Path) -> Pat
     return export_onnx(model, card, Path(path), opset=target.opset)
 
 
-def quantize(fp32: Path, out: Path, batches, target: Target, method: str, percentile: float, exclude=()) -> Path:
+def quantize(
+    fp32: Path, out: Path, batches, target: Target, method: str, percentile: float, exclude=(), calibration_cache=None
+) -> Path:
     """int8 QDQ model of `fp32`; nodes named in `exclude` stay in float (see onnxruntime_quantize.py)."""
     from compressor.runtimes import onnxruntime_quantize
 
-    return onnxruntime_quantize.quantize(fp32, out, batches, target, method, percentile, exclude)
+    return onnxruntime_quantize.quantize(fp32, out, batches, target, method, percentile, exclude, calibration_cache)
 
 
 def export_quantized(model: nn.Module, card: ModelCard, target: Target, path: Path) -> Path:

@@ -9,27 +9,31 @@ a re-typing pass afterwards; ORT's own quantizer is the shorter, exact path here
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from compressor.config import Target
+from compressor.quiet import quieted
 
 _METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 
 
 def quantize(
     fp32: Path, out: Path, batches: list[dict[str, np.ndarray]], target: Target, method: str, percentile: float,
-    exclude: Sequence[str] = (),
+    exclude: Sequence[str] = (), calibration_cache: Path | None = None,
 ) -> Path:
     """Write the int8 QDQ model calibrated on `batches`; nodes named in `exclude` stay in float. Concat inputs
-    then share their output's scale (onnx_qdq.share_concat_scales)."""
+    then share their output's scale (onnx_qdq.share_concat_scales). With `calibration_cache`, the tensor
+    ranges are computed once and reused by later calls (they do not depend on `exclude`)."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     from compressor.runtimes import onnx_qdq
 
@@ -45,6 +49,7 @@ def quantize(
             activation_type=QuantType.QUInt8 if rules.activations == "uint8" else QuantType.QInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=list(exclude),
+            calibration_cache_path=str(calibration_cache) if calibration_cache else None,
             calibrate_method=getattr(CalibrationMethod, _METHODS[method]),
             extra_options={
                 "ActivationSymmetric": rules.activation_symmetric,
@@ -74,15 +79,7 @@ def calibration_reader(batches: list[dict[str, np.ndarray]]):
     return Feeds()
 
 
-@contextlib.contextmanager
 def _quiet_root_logger():
     """quantize_static logs advice ("consider pre-processing") on the root logger and prints calibration
     progress; our graph is already shape-inferred and optimized by the exporter, so keep the CLI clean."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        root.setLevel(level)
+    return quieted(("",))

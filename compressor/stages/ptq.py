@@ -11,20 +11,20 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-import numpy as np
 from pydantic import Field
 
+from compressor.budgets import FINAL_ARTIFACT
 from compressor.errors import ConfigError
-from compressor.layer_rules import LayerRule, apply_rules
+from compressor.layer_rules import LayerRule, describe_plan, precision_plan
 from compressor.seeds import CALIBRATION_SEED_OFFSET, SENSITIVITY_SEED_OFFSET
 from compressor.stages.base import StageConfig, StageResult
 
+if TYPE_CHECKING:
+    import numpy as np
+
 log = logging.getLogger("compressor")
-
-QUANTIZED_ARTIFACT = "model.onnx"
-
 
 class PTQConfig(StageConfig):
     """Quantize weights (int8, symmetric, per channel) and activations (as the target says) after export."""
@@ -52,19 +52,17 @@ class PTQConfig(StageConfig):
         feeds, source = self._calibration(ctx)
         quantize = _Quantizer(fp32, feeds, runtime, self, target)
         self._check_graph(quantize)
-        plan, ruled = self._plan_from_rules(quantize.layers, target)
+        plan, ruled = precision_plan(quantize.layers, self.rules, "ptq.rules", target)
         sensitivity = {}
         if self.auto_precision:  # layers a rule placed explicitly are the user's call, not auto's
             sensitivity = quantize.keep_sensitive_layers_in_float(plan, ruled, ctx, self.min_psnr)
-        out = quantize.to(fp32.parent / QUANTIZED_ARTIFACT, {layer for layer, (p, _) in plan.items() if p != "int8"})
-        state = {
-            "layers": {layer: {"precision": p, "reason": why} for layer, (p, why) in plan.items()},
-            "sensitivity_psnr_db": sensitivity,
-        }
-        int8_layers = sum(p == "int8" for p, _ in plan.values())
-        metrics = {"calibration": source, "method": self.method, "int8_layers": int8_layers}
-        metrics["precision"] = "int8" if int8_layers == len(plan) else "mixed" if int8_layers else "fp32"
-        return StageResult(model=None, state=state, artifacts={QUANTIZED_ARTIFACT: out}, metrics=metrics)
+        out = quantize.to(fp32.parent / FINAL_ARTIFACT, {layer for layer, (p, _) in plan.items() if p != "int8"})
+        quantize.calibration_cache.unlink(missing_ok=True)  # not part of the release
+        described = describe_plan(plan)
+        state = {"layers": described["layers"], "sensitivity_psnr_db": sensitivity}
+        metrics = {"calibration": source, "method": self.method, "int8_layers": described["int8_layers"],
+                   "precision": described["precision"]}
+        return StageResult(model=None, state=state, artifacts={FINAL_ARTIFACT: out}, metrics=metrics)
 
     def _check_graph(self, quantize: _Quantizer) -> None:
         """Say so when the graph defeats what ptq is for, instead of shipping a quietly worse artifact."""
@@ -80,20 +78,6 @@ class PTQConfig(StageConfig):
                 "so they run in fp32 between Q/DQ nodes and may make int8 slower than fp32",
                 len(transposed), ", ".join(transposed[:3]),
             )
-
-    def _plan_from_rules(self, layers: list[str], target) -> tuple[dict[str, tuple[str, str]], set[str]]:
-        """Layer -> (precision, why): int8 by default, float where a rule says so; and the layers rules placed."""
-        plan = {layer: ("int8", "default") for layer in layers}
-        matched = apply_rules(layers, self.rules, "ptq.rules")
-        for layer, (rule, index) in matched.items():
-            precision = "fp32" if rule.skip else (rule.precision or "int8")
-            if precision not in target.precisions:
-                raise ConfigError(
-                    f"ptq.rules[{index}]: layer '{layer}' asks for {precision}, which target {target.name} "
-                    f"does not run (precisions {target.precisions}); pick one of those"
-                )
-            plan[layer] = (precision, f"rule {index} (match '{rule.match}')")
-        return plan, set(matched)
 
     def _calibration(self, ctx) -> tuple[list[dict[str, np.ndarray]], str]:
         from compressor.calibration import batches, load_calibration, prior_samples
@@ -113,6 +97,9 @@ class _Quantizer:
         from compressor.runtimes.onnx_layers import compute_layers
 
         self.fp32, self.feeds, self.runtime, self.config, self.target = fp32, feeds, runtime, config, target
+        # auto_precision quantizes many times: calibrate once (the ranges do not depend on the float layers)
+        self.calibration_cache = fp32.parent / "calibration-cache.json"
+        self.calibration_cache.unlink(missing_ok=True)
         self.graph = onnx.load(str(fp32))
         self.layers = compute_layers(self.graph)
 
@@ -121,7 +108,9 @@ class _Quantizer:
 
         exclude = nodes_of(self.graph, float_layers)
         method, percentile = self.config.method, self.config.percentile
-        return self.runtime.quantize(self.fp32, out, self.feeds, self.target, method, percentile, exclude)
+        return self.runtime.quantize(
+            self.fp32, out, self.feeds, self.target, method, percentile, exclude, calibration_cache=self.calibration_cache
+        )
 
     def keep_sensitive_layers_in_float(self, plan: dict, ruled: set[str], ctx, min_psnr: float) -> dict[str, float]:
         """Per-layer sensitivity, then move int8 layers to fp32, most sensitive first, until min_psnr holds.

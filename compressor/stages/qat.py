@@ -20,17 +20,20 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
+from compressor.budgets import FINAL_ARTIFACT
 from compressor.errors import ConfigError
-from compressor.layer_rules import LayerRule, apply_rules
+from compressor.layer_rules import LayerRule, describe_plan, precision_plan
 from compressor.modelcard import as_output_list
-from compressor.seeds import CALIBRATION_SEED_OFFSET, QAT_CHECK_SEED_OFFSET, QAT_TRAIN_SEED_OFFSET
+from compressor.seeds import (
+    CALIBRATION_SEED_OFFSET,
+    QAT_CHECK_SEED_OFFSET,
+    QAT_TRAIN_SEED_OFFSET,
+)
 from compressor.stages.base import StageConfig, StageResult
 
 if TYPE_CHECKING:
     import torch
     import torch.nn as nn
-
-QUANTIZED_ARTIFACT = "model.onnx"
 
 
 class QATConfig(StageConfig):
@@ -54,21 +57,20 @@ class QATConfig(StageConfig):
         with qat_nncf.quiet():
             quantized, plan = self._quantize(qat_nncf.Wrapped(copy.deepcopy(model)).eval(), example, ctx)
         held_out = self._inputs(ctx, QAT_CHECK_SEED_OFFSET, 256)  # fewer latents moved PSNR by 2-3 dB
-        before = _psnr_vs_reference(quantized, ctx, held_out)
+        reference = _first_output(ctx.reference, held_out)
+        before = _psnr(reference, quantized, ctx, held_out)
         start, losses = time.perf_counter(), self._fine_tune(quantized, ctx)
-        seconds, after = time.perf_counter() - start, _psnr_vs_reference(quantized, ctx, held_out)
+        seconds, after = time.perf_counter() - start, _psnr(reference, quantized, ctx, held_out)
         with qat_nncf.quiet():
             stripped = qat_nncf.stripped(quantized, example)
-        out = runtime.export_quantized(stripped, ctx.card, target, fp32.parent / QUANTIZED_ARTIFACT)
-        int8_layers = sum(p == "int8" for p, _ in plan.values())
+        out = runtime.export_quantized(stripped, ctx.card, target, fp32.parent / FINAL_ARTIFACT)
+        described = describe_plan(plan)
         metrics = {
-            "steps": self.steps, "train_seconds": seconds, "int8_layers": int8_layers,
+            "steps": self.steps, "train_seconds": seconds, "int8_layers": described["int8_layers"],
             "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
-            "psnr_db_before_training": before, "psnr_db_after_training": after,
-            "precision": "int8" if int8_layers == len(plan) else "mixed" if int8_layers else "fp32",
+            "psnr_db_before_training": before, "psnr_db_after_training": after, "precision": described["precision"],
         }
-        state = {"layers": {layer: {"precision": p, "reason": why} for layer, (p, why) in plan.items()}}
-        return StageResult(model=None, state=state, artifacts={QUANTIZED_ARTIFACT: out}, metrics=metrics)
+        return StageResult(model=None, state={"layers": described["layers"]}, artifacts={FINAL_ARTIFACT: out}, metrics=metrics)
 
     def _check_supported(self, model: nn.Module, ctx, runtime) -> None:
         import torch
@@ -94,7 +96,7 @@ class QATConfig(StageConfig):
         nncf = qat_nncf.import_nncf()
         target = ctx.config.target
         layers, op_nodes = qat_nncf.quantizable_layers(wrapped, example)
-        plan = self._plan(layers, target)
+        plan, _ = precision_plan(layers, self.rules, "qat.rules", target)
         float_ops = [node for layer, nodes in op_nodes.items() if plan[layer][0] != "int8" for node in nodes]
         calibration = [self._inputs(ctx, CALIBRATION_SEED_OFFSET + i, 16) for i in range(-(-self.samples // 16))]
         # The activation scheme the target runs: MIXED = asymmetric activations (what ORT x86 runs),
@@ -136,18 +138,6 @@ class QATConfig(StageConfig):
         quantized.eval()
         return losses
 
-    def _plan(self, layers: list[str], target) -> dict[str, tuple[str, str]]:
-        plan = {layer: ("int8", "default") for layer in layers}
-        for layer, (rule, index) in apply_rules(layers, self.rules, "qat.rules").items():
-            precision = "fp32" if rule.skip else (rule.precision or "int8")
-            if precision not in ("int8", "fp32") or precision not in target.precisions:
-                raise ConfigError(
-                    f"qat.rules[{index}]: layer '{layer}' asks for {precision}; qat on target {target.name} "
-                    f"runs int8 or fp32 (precisions {target.precisions}); pick one of those"
-                )
-            plan[layer] = (precision, f"rule {index} (match '{rule.match}')")
-        return plan
-
     @staticmethod
     def _inputs(ctx, offset: int, batch: int) -> tuple[torch.Tensor, ...]:
         return tuple(ctx.samples(batch, offset).values())
@@ -159,13 +149,16 @@ def _nncf_item(inputs: tuple) -> object:
     return inputs[0] if len(inputs) == 1 else inputs
 
 
-def _psnr_vs_reference(model: nn.Module, ctx, inputs: tuple) -> float:
+def _first_output(model: nn.Module, inputs: tuple):
     import torch
 
+    with torch.no_grad():
+        return as_output_list(model(*inputs))[0].numpy()
+
+
+def _psnr(reference, model: nn.Module, ctx, inputs: tuple) -> float:
+    """PSNR of `model`'s first output vs the reference model's (computed once by the caller) on `inputs`."""
     from compressor.evaluate.paired import data_range_of, psnr
 
-    with torch.no_grad():
-        reference = as_output_list(ctx.reference(*inputs))[0].numpy()
-        actual = as_output_list(model(*inputs))[0].numpy()
     value_range = data_range_of(next(iter(ctx.card.outputs.values())).range, reference)
-    return psnr(reference, actual, value_range)
+    return psnr(reference, _first_output(model, inputs), value_range)

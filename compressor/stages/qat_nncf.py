@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
-import logging
 import os
 
 import torch
 import torch.nn as nn
 
 from compressor.errors import ConfigError
+from compressor.quiet import quieted
 
 _WRAPPER_PREFIX = "model."  # parameter names inside Wrapped
 
@@ -46,20 +44,10 @@ def import_nncf():
     return nncf
 
 
-@contextlib.contextmanager
 def quiet():
     """NNCF draws progress bars and logs INFO lines; torchao (imported by nncf.strip) warns about GPU kernels
     it cannot load on a CPU machine. None of it is for the user of a CLI that reports its own steps."""
-    loggers = [logging.getLogger(name) for name in ("nncf", "torchao", "torch.utils._pytree")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+    return quieted(("nncf", "torchao", "torch.utils._pytree"), stderr=True)
 
 
 def use_weight_bits(quantized: nn.Module, weight_bits: int) -> None:

@@ -60,10 +60,10 @@ def check_rewrite_names(names: list[str], where: str) -> None:
 
 
 def _why_untraceable(model: nn.Module) -> str | None:
-    import torch.fx
+    from compressor.rewrites.graph import trace
 
     try:
-        torch.fx.symbolic_trace(model)
+        trace(model)  # the tracer the rewrites use
     except Exception as exc:  # fx raises many types: TraceError, AssertionError for TorchScript, ...
         return f"{type(exc).__name__}: {first_line(exc)}"
     return None

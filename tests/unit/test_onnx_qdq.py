@@ -77,11 +77,17 @@ def test_signed_activations_become_uint8_without_changing_a_value():
 
 
 def test_weights_and_quantized_graph_outputs_keep_their_type():
+    """A quantizer on a float weight (NNCF's form before constant folding) keeps int8: ORT wants int8 weights."""
     model = _signed_input_gemm()
+    weight = next(node for node in model.graph.node if node.op_type == "DequantizeLinear" and node.input[0] == "w")
+    model.graph.initializer.extend([_init("wf", RNG.standard_normal((6, 5)).astype(np.float32))])
+    model.graph.node.insert(0, helper.make_node("QuantizeLinear", ["wf", "ws", "wz"], ["wq"]))
+    weight.input[0] = "wq"
     model.graph.output.append(helper.make_tensor_value_info("xq", TensorProto.INT8, [None, 5]))
     assert retype_activations_to_uint8(model) == 0  # xq leaves the graph as int8: its type is part of the API
-    weight_zero_point = next(i for i in model.graph.initializer if i.name == "wz")
-    assert weight_zero_point.data_type == TensorProto.INT8
+    weight_quantize = next(node for node in model.graph.node if node.op_type == "QuantizeLinear" and node.input[0] == "wf")
+    assert weight_quantize.input[2] == "wz"
+    assert next(i for i in model.graph.initializer if i.name == "wz").data_type == TensorProto.INT8
 
 
 def test_bias_becomes_int32_so_ort_fuses_a_qgemm():
