@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import torch
 import torch.fx as fx
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 def replace_module(root: nn.Module, qualified_name: str, new: nn.Module) -> None:
@@ -63,3 +65,17 @@ def single_calls(graph_module: fx.GraphModule, accept) -> list[tuple[fx.Node, nn
         if node.op == "call_module" and accept(modules[node.target])
         and calls.count(node.target) == 1 and len(node.args) == 1 and not node.kwargs
     ]
+
+
+def sole_relu_user(node: fx.Node, modules: dict[str, nn.Module]) -> fx.Node | None:
+    """The ReLU (module or function, not in place) that is the only reader of `node`'s output, if any: a
+    rewrite may apply it inside the module it puts in, where a quantized runtime fuses it."""
+    users = list(node.users)
+    if len(users) != 1:
+        return None
+    user = users[0]
+    is_module_relu = user.op == "call_module" and type(modules.get(user.target)) is nn.ReLU
+    is_function_relu = user.op == "call_function" and user.target in (F.relu, torch.relu)
+    if (is_module_relu or is_function_relu) and not user.kwargs.get("inplace", False):
+        return user
+    return None

@@ -17,6 +17,9 @@ DEMOS = ["digits-dcgan", "digits-vae"]
 # int8 / fp32 file size. Issue 3 asks 0.30x of the DCGAN; the VAE decoder is small enough (0.14M
 # parameters) that int32 biases and per-channel scales weigh more (measured 0.37x).
 SIZE_RATIO = {"digits-dcgan": 0.30, "digits-vae": 0.40}
+# The rewritten fp32 export vs the checkpoint: the same weights (+ export overhead), except that the VAE's
+# Upsample + 3x3 convs become 2x2 phase convs, 16 taps for every 9 (rewrites/upsample_conv.py).
+FP32_GROWTH = {"digits-dcgan": 1.2, "digits-vae": 1.2 * 16 / 9}
 
 
 def _real_digits() -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,6 +63,6 @@ def test_demo_runs_end_to_end(name, tmp_path):
     sets = ("target.benchmark.runs=5", "target.benchmark.warmup=2", "stages.ptq.samples=64")
     result = api.run(api.RunConfig(checkpoint=EXAMPLES / name, target="cpu", out=tmp_path, sets=sets))
     fp32, int8 = result.manifest["artifacts"]["model.fp32.onnx"], result.manifest["artifacts"]["model.onnx"]
-    assert fp32["parity"]["ok"] and fp32["bytes"] < 1.2 * result.manifest["model"]["fp32_bytes"]
+    assert fp32["parity"]["ok"] and fp32["bytes"] < FP32_GROWTH[name] * result.manifest["model"]["fp32_bytes"]
     assert int8["parity"]["ok"] and int8["parity"]["psnr_db"] >= 30
     assert int8["bytes"] <= SIZE_RATIO[name] * fp32["bytes"]

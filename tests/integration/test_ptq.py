@@ -43,6 +43,16 @@ def test_int8_artifact_is_qdq_with_uint8_activations_and_per_channel_int8_weight
     assert all(initializers[n.input[2]].dtype == np.uint8 for n in activation_q)
 
 
+def test_ort_runs_int8_from_the_linear_through_the_image_head(quantized):
+    _, result = quantized
+    ops = ops_ort_runs(result.release_dir / "model.onnx")
+    assert "ConvTranspose" not in ops and "Conv" not in ops  # every conv fused into QLinearConv
+    first_conv = ops.index("QLinearConv")
+    # linear_channels_last: no dequantize, float ReLU or transpose between the QGemm and the first conv
+    assert ops[ops.index("QGemm") + 1 : first_conv] == ["Reshape"]
+    assert ops[-2:] == ["DepthToSpace", "Tanh"]  # the head's pixel shuffle, then the output activation
+
+
 def _weight_levels(path) -> list[np.ndarray]:
     model = onnx.load(str(path))
     values = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}

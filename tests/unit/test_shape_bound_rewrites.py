@@ -1,5 +1,6 @@
 """Rewrites that hold only at particular input shapes: a ConvTranspose2d on a 1x1 input as Linear + reshape,
-and ReflectionPad2d as two gathers. Each is exact, applies only where its shape condition holds, and
+ReflectionPad2d as two gathers, a Linear viewed as a feature map written channels-last, a conv to few
+channels computing blocks of pixels. Each is exact, applies only where its shape condition holds, and
 leaves an ONNX graph without the op ORT runs slowly or only in float."""
 
 from __future__ import annotations
@@ -10,10 +11,19 @@ import torch
 import torch.nn as nn
 
 from compressor.modelcard import ModelCard
-from compressor.rewrites import convtranspose_1x1_to_linear, reflection_pad_to_gather
+from compressor.rewrites import (
+    convtranspose_1x1_to_linear,
+    fold_batchnorm,
+    linear_channels_last,
+    narrow_conv_to_blocks,
+    reflection_pad_to_gather,
+)
 from compressor.rewrites.convtranspose_1x1 import LinearConvTranspose1x1
+from compressor.rewrites.linear_channels_last import ChannelsLastLinear
+from compressor.rewrites.narrow_conv import BlockedConv2d, block_factor
 from compressor.rewrites.reflection_pad import GatherReflectionPad2d
 from compressor.runtimes.onnx_export import export_onnx
+from compressor.testing.models import TinyDecoder, TinyGenerator, randomized
 
 
 class ClassicDCGAN(nn.Module):
@@ -98,3 +108,59 @@ def test_rewritten_exports_have_no_reflect_pad_or_convtranspose(tmp_path):
     graph = onnx.load(str(export_onnx(rewritten, card, tmp_path / "dcgan.onnx", opset=20))).graph
     ops = [n.op_type for n in graph.node]
     assert ops.count("ConvTranspose") == 1 and "Gemm" in ops  # the 4x4 -> 8x8 layer is decompose_convtranspose's
+
+
+@pytest.mark.parametrize("model_class", [TinyGenerator, TinyDecoder])
+def test_linear_viewed_as_a_feature_map_is_written_channels_last(model_class):
+    model = randomized(model_class())
+    folded, _ = fold_batchnorm(model)
+    z = torch.randn(5, model.project.in_features)
+    rewritten, changed = linear_channels_last(folded, (z[:2],))
+    assert changed == ["project"] and isinstance(rewritten.project, ChannelsLastLinear)
+    torch.testing.assert_close(rewritten(z), model(z), rtol=1e-5, atol=1e-5)
+    called = [node.target for node in rewritten.graph.nodes if node.op in ("call_module", "call_method")]
+    assert "view" not in called  # the reshape moved inside
+    if model_class is TinyGenerator:  # the ReLU after the (folded) BatchNorm moved inside too
+        assert isinstance(rewritten.project.activation, nn.ReLU) and "blocks.1" not in called
+
+
+class _LinearThen(nn.Module):
+    def __init__(self, shape):
+        super().__init__()
+        self.linear, self.shape = nn.Linear(4, 24), shape
+
+    def forward(self, z):
+        return self.linear(z).view(z.shape[0], *self.shape)
+
+
+@pytest.mark.parametrize("shape", [(24,), (6, 4), (2, 3, 2, 2)], ids=["2d", "3d", "5d"])
+def test_a_linear_reshaped_to_anything_but_nchw_is_left_alone(shape):
+    model = _LinearThen(shape).eval()
+    z = torch.randn(3, 4)
+    _, changed = linear_channels_last(model, (z[:2],))
+    assert changed == []
+
+
+@pytest.mark.parametrize(
+    "out_channels,kernel,size,factor",
+    [(1, 3, (32, 32), 4), (3, 7, (64, 64), 2), (1, 3, (30, 30), 2), (64, 3, (32, 32), 1), (8, 3, (32, 32), 1), (1, 3, None, 1)],
+    ids=["gray-head", "rgb-7x7-head", "size-not-divisible-by-4", "wide", "not-worth-it", "size-unknown"],
+)
+def test_block_factor_follows_the_padded_work(out_channels, kernel, size, factor):
+    assert block_factor(out_channels, kernel, size) == factor
+
+
+@pytest.mark.parametrize("out_channels,kernel,factor", [(1, 3, 4), (3, 7, 2), (2, 5, 4), (1, 1, 2)])
+def test_blocked_conv_equals_the_conv(out_channels, kernel, factor):
+    torch.manual_seed(0)
+    layer = nn.Conv2d(6, out_channels, kernel, padding=kernel // 2)
+    x = torch.randn(2, 6, 16, 8)
+    torch.testing.assert_close(BlockedConv2d(layer, factor)(x), layer(x), rtol=1e-5, atol=1e-5)
+
+
+def test_image_head_conv_becomes_blocks_and_others_stay():
+    model = nn.Sequential(nn.Conv2d(4, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 1, 3, padding=1), nn.Conv2d(1, 1, 3, stride=2, padding=1)).eval()
+    x = torch.randn(2, 4, 16, 16)
+    rewritten, changed = narrow_conv_to_blocks(model, (x,))
+    assert changed == ["2"] and isinstance(rewritten.get_submodule("2"), BlockedConv2d)  # the stride-2 conv stays
+    torch.testing.assert_close(rewritten(x), model(x), rtol=1e-5, atol=1e-5)
