@@ -14,6 +14,7 @@ import pytest
 from compressor import api
 from compressor.errors import CheckpointError, ParityError
 from compressor.runtimes import onnxruntime as ort_runtime
+from compressor.testing.ort_ops import ops_ort_runs
 
 FAST = ("target.benchmark.runs=3", "target.benchmark.warmup=1", "stages.ptq.samples=32")
 
@@ -124,6 +125,11 @@ def test_decoder_family_runs_too(decoder_folder, tmp_path):
     assert result.manifest["artifacts"]["model.onnx"]["parity"]["ok"]
     rewrite = result.manifest["stages"][1]
     assert rewrite["state"]["applied"]["fold_batchnorm"] == []  # GroupNorm is not folded
+    assert rewrite["state"]["applied"]["upsample_conv_to_phases"] == ["blocks.1", "blocks.5"]
+    ops = ops_ort_runs(result.release_dir / "model.onnx")
+    assert "Resize" not in ops and "Conv" not in ops and ops.count("QLinearConv") == 5  # 4 phases + the head's block conv
+    # GroupNorm's affine and SiLU run in float after the float-only InstanceNormalization, quantized once at the end
+    assert "InstanceNormalization" in ops and not {"QLinearMul", "QLinearAdd", "QLinearSigmoid"} & set(ops)
 
 
 @pytest.mark.slow

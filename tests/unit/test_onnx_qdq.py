@@ -180,3 +180,26 @@ def test_concat_inputs_are_quantized_once_onto_the_concat_grid():
     assert np.abs(once - exact).max() <= np.abs(twice - exact).max()
     scales = {node.input[1] for node in model.graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")}
     assert scales == {"sc"}
+
+
+def test_float_tails_are_the_normalization_and_the_elementwise_chain_after_it():
+    from compressor.runtimes.onnxruntime_quantize import float_tails
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 3, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 3, 3])
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+        helper.make_node("InstanceNormalization", ["c", "s", "b"], ["n"], name="norm"),
+        helper.make_node("Mul", ["n", "gamma"], ["m"], name="affine"),
+        helper.make_node("Sigmoid", ["m"], ["g"], name="gate"),
+        helper.make_node("Mul", ["m", "g"], ["silu"], name="silu"),
+        helper.make_node("Conv", ["silu", "w"], ["d"], name="next_conv"),
+        helper.make_node("Add", ["d", "c"], ["y"], name="residual"),  # after a conv: quantized as usual
+    ]
+    initializers = [
+        _init("w", RNG.standard_normal((4, 4, 1, 1)).astype(np.float32)),
+        _init("s", np.ones(4, np.float32)), _init("b", np.zeros(4, np.float32)),
+        _init("gamma", np.full((1, 4, 1, 1), 2.0, np.float32)),
+    ]
+    graph = _model(nodes, initializers, [x], [y]).graph
+    assert sorted(float_tails(graph)) == ["affine", "gate", "norm", "silu"]
