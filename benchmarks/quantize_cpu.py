@@ -7,12 +7,15 @@
 - compressor-ptq-8bit: PTQ for `--target cpu-x86-vnni` (all 8 weight bits), which only VNNI cores run
   without saturating: on a CPU without VNNI this row shows what saturation costs;
 - ort-defaults: onnxruntime.quantization.quantize_static with its defaults;
-- nncf-defaults: nncf.quantize with its defaults (ONNX backend).
+- nncf-defaults: nncf.quantize with its defaults (ONNX backend);
+- compressor-fp32: our rewritten fp32 export (the release's model.fp32.onnx, no quantization), which
+  separates what the rewrites gain from what int8 gains.
 
 Each gets its file size, latency at batch 1 and 16 (2 threads, warm-up, then the median over rounds that
 interleave the variants so drift hits all alike), PSNR and max error vs the fp32 export on the same seeded
 latents, executed MACs (from the ONNX graph) and achieved MAC/s against this CPU's peaks, measured in the
-same run with ORT's own kernels on a large matrix product (uint8 x int8 and fp32).
+same run with ORT's own kernels on a large matrix product (uint8 x int8 and fp32), and an ORT profile at
+batch 16: the share of kernel time per op type, which says where the time goes.
 
     python benchmarks/quantize_cpu.py [--runs 200] [--out benchmarks/results]
 """
@@ -81,12 +84,16 @@ def measure_demo(demo: str, work: Path, target, runs: int, peaks: dict[str, floa
     ptq = PTQConfig()  # what the ptq stage draws by default
     calibration = batches(prior_samples(loaded.card, ptq.samples, seed=CALIBRATION_SEED_OFFSET), ptq.batch)
 
-    def ours(target_name: str, profile: str | None) -> Path:
-        config = api.RunConfig(checkpoint=ROOT / "examples" / demo, target=target_name, profile=profile, out=work / (profile or "ptq"))
-        return api.run(config).release_dir / "model.onnx"
+    def ours(target_name: str, profile: str | None, artifact: str = "model.onnx") -> Path:
+        out = work / f"{target_name}-{profile or 'ptq'}"
+        if not out.exists():  # quality (FID) is the run's business, not this table's: skip its minutes
+            config = api.RunConfig(checkpoint=ROOT / "examples" / demo, target=target_name, profile=profile, out=out, sets=("quality.fid=off",))
+            api.run(config)
+        return next(out.iterdir()) / artifact  # the one release folder
 
     variants = {
         "fp32": fp32,
+        "compressor-fp32": ours("cpu", None, "model.fp32.onnx"),
         "compressor-ptq": ours("cpu", None),
         "compressor-qat": ours("cpu", "qat"),
         "compressor-ptq-8bit": ours("cpu-x86-vnni", None),
@@ -103,7 +110,7 @@ def measure_demo(demo: str, work: Path, target, runs: int, peaks: dict[str, floa
         output = runners[name](latents)[0]
         macs = executed_macs(path)
         median16 = latency[name]["16"]["median_ms"]
-        precision = "fp32" if name == "fp32" else "int8"
+        precision = "fp32" if name in ("fp32", "compressor-fp32") else "int8"
         rows[name] = {
             "bytes": path.stat().st_size,
             "latency": latency[name],
@@ -112,6 +119,7 @@ def measure_demo(demo: str, work: Path, target, runs: int, peaks: dict[str, floa
             "executed_macs_per_sample": macs,
             "achieved_macs_per_s_batch16": macs * 16 / (median16 / 1e3),
             "fraction_of_peak_batch16": macs * 16 / (median16 / 1e3) / peaks[precision],
+            "time_by_op_type_batch16": ort_profile(path, target, loaded.card),
         }
     return rows
 
@@ -160,6 +168,29 @@ def measured_peaks(threads: int, size: int = 1024, runs: int = 20) -> dict[str, 
         stats = time_callable(lambda: session.run(None, {"a": a}), warmup=3, runs=runs)
         peaks[precision] = size**3 / (stats["min_ms"] / 1e3)
     return peaks
+
+
+def ort_profile(path: Path, target, card, runs: int = 100) -> dict[str, float]:
+    """Share of ORT's kernel time per op type at batch 16 (ORT's own profiler, after the optimizations the
+    target's session applies), largest first."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as scratch:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads, options.inter_op_num_threads = target.benchmark.threads, 1
+        options.enable_profiling, options.profile_file_prefix = True, str(Path(scratch) / "profile")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        feeds = prior_samples(card, 16, seed=BENCHMARK_SEED_OFFSET + 16)
+        for _ in range(runs):
+            session.run(None, feeds)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    by_op: dict[str, float] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            by_op[event["args"]["op_name"]] = by_op.get(event["args"]["op_name"], 0.0) + event["dur"]
+    total = sum(by_op.values())
+    return {op: time / total for op, time in sorted(by_op.items(), key=lambda item: -item[1])}
 
 
 def interleaved_latency(runners: dict, card, runs: int, rounds: int = 5) -> dict:
@@ -224,6 +255,17 @@ def markdown_table(results: dict) -> str:
                 f"{row['max_abs_error_vs_fp32']:.3f} | {row['executed_macs_per_sample'] / 1e6:.1f}M | "
                 f"{100 * row['fraction_of_peak_batch16']:.1f} |"
             )
+    lines += [
+        "",
+        "Where the time goes at batch 16 (ORT profiler, share of kernel time by op type, top 6):",
+        "",
+        "| model | variant | op types |",
+        "|---|---|---|",
+    ]
+    for demo, rows in results["models"].items():
+        for name, row in rows.items():
+            shares = list(row["time_by_op_type_batch16"].items())[:6]
+            lines.append(f"| {demo} | {name} | {', '.join(f'{op} {100 * share:.0f}%' for op, share in shares)} |")
     return "\n".join(lines) + "\n"
 
 
