@@ -50,7 +50,12 @@ def traced_with_shapes(model: nn.Module, example: tuple) -> fx.GraphModule:
 def input_shape(node: fx.Node) -> tuple[int, ...] | None:
     """Shape of the first argument of `node`, as recorded by traced_with_shapes (None if unknown)."""
     source = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
-    meta = source.meta.get("tensor_meta") if source is not None else None
+    return output_shape(source) if source is not None else None
+
+
+def output_shape(node: fx.Node) -> tuple[int, ...] | None:
+    """Shape of `node`'s output, as recorded by traced_with_shapes (None if unknown or not one tensor)."""
+    meta = node.meta.get("tensor_meta")
     return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
 
 

@@ -17,7 +17,12 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from compressor.rewrites.graph import finish, replace_module, traced_with_shapes
+from compressor.rewrites.graph import (
+    finish,
+    output_shape,
+    replace_module,
+    traced_with_shapes,
+)
 
 _RESHAPES = {"view", "reshape", "unflatten"}
 # Elementwise activations (as modules) that may move across a reshape.
@@ -56,10 +61,9 @@ def linear_channels_last(model: nn.Module, example: tuple) -> tuple[nn.Module, l
         if node.op != "call_module" or type(modules.get(node.target)) is not nn.Linear or len(node.users) != 1:
             continue
         reshape = next(iter(node.users))
-        shape = _output_shape(reshape)
-        if reshape.op != "call_method" or reshape.target not in _RESHAPES or _output_shape(node) is None:
-            continue
-        if shape is None or len(shape) != 4 or len(_output_shape(node)) != 2:
+        linear_shape, shape = output_shape(node), output_shape(reshape)
+        is_reshape = reshape.op == "call_method" and reshape.target in _RESHAPES
+        if not is_reshape or linear_shape is None or len(linear_shape) != 2 or shape is None or len(shape) != 4:
             continue
         activation = _sole_activation(reshape, modules)
         replacement = ChannelsLastLinear(modules[node.target], tuple(shape[1:]), modules[activation.target] if activation else None)
@@ -74,14 +78,9 @@ def linear_channels_last(model: nn.Module, example: tuple) -> tuple[nn.Module, l
     return finish(graph_module), changed
 
 
-def _output_shape(node: fx.Node) -> tuple[int, ...] | None:
-    meta = node.meta.get("tensor_meta")
-    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
-
-
 def _sole_activation(reshape: fx.Node, modules: dict[str, nn.Module]) -> fx.Node | None:
     users = list(reshape.users)
-    if len(reshape.users) != 1 or users[0].op != "call_module":
+    if len(users) != 1 or users[0].op != "call_module":
         return None
     module = modules.get(users[0].target)
     return users[0] if isinstance(module, _ELEMENTWISE) else None

@@ -15,7 +15,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from compressor.rewrites.graph import finish, input_shape, replace_module, single_calls, traced_with_shapes
+from compressor.rewrites.graph import (
+    finish,
+    input_shape,
+    replace_module,
+    single_calls,
+    traced_with_shapes,
+)
 from compressor.rewrites.phases import padded_channels
 
 BLOCK_FACTORS = (1, 2, 4, 8)

@@ -14,7 +14,14 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from compressor.rewrites.graph import finish, input_shape, replace_module, sole_relu_user, traced_with_shapes
+from compressor.rewrites.graph import (
+    finish,
+    input_shape,
+    replace_module,
+    single_calls,
+    sole_relu_user,
+    traced_with_shapes,
+)
 from compressor.rewrites.phases import PhaseKernels, upsampling_module
 
 # For output row phase a: which 3x3 kernel rows are summed into each of the two input rows it reads.
@@ -26,16 +33,14 @@ def upsample_conv_to_phases(model: nn.Module, example: tuple) -> tuple[nn.Module
     (and a ReLU that alone reads the conv) with its phase form; the names changed are the convs'."""
     graph_module = traced_with_shapes(model, example)
     modules = dict(graph_module.named_modules())
-    calls = [node.target for node in graph_module.graph.nodes if node.op == "call_module"]
     changed = []
-    for node in list(graph_module.graph.nodes):
-        upsample = node.args[0] if node.op == "call_module" and node.args else None
-        single_call = calls.count(node.target) == 1 and len(node.args) == 1 and not node.kwargs
-        if not (_is_conv3x3(modules.get(node.target)) and single_call and _is_nearest_2x(upsample, modules)):
+    for node, conv in single_calls(graph_module, _is_conv3x3):
+        upsample = node.args[0]
+        if not _is_nearest_2x(upsample, modules):
             continue
         relu = sole_relu_user(node, modules)
         shape = input_shape(upsample)
-        phases = conv3x3_after_upsample_phases(modules[node.target])
+        phases = conv3x3_after_upsample_phases(conv)
         replace_module(graph_module, node.target, upsampling_module(phases, nn.ReLU() if relu is not None else None, shape[2:] if shape else None))
         node.args = (upsample.args[0],)
         graph_module.graph.erase_node(upsample)

@@ -21,7 +21,12 @@ from safetensors.torch import load_file, save_file
 
 from compressor.checkpoint import load_checkpoint
 from compressor.errors import CheckpointError, ConfigError
-from compressor.testing.models import TinyGenerator, card_dict, randomized, write_model_folder
+from compressor.testing.models import (
+    TinyGenerator,
+    card_dict,
+    randomized,
+    write_model_folder,
+)
 
 LATENT = 8
 ARCH = "compressor.testing.models:TinyGenerator"

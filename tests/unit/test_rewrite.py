@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn as nn
 
+from compressor import rewrites
 from compressor.config import resolve
 from compressor.context import RunContext
 from compressor.errors import CompressorError
 from compressor.modelcard import ModelCard
-from compressor import rewrites
 from compressor.rewrites import fold_batchnorm
 from compressor.stages.rewrite import RewriteConfig
 from compressor.testing.models import TinyDecoder, TinyGenerator, card_dict, randomized

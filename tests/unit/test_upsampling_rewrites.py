@@ -8,9 +8,18 @@ import pytest
 import torch
 import torch.nn as nn
 
-from compressor.rewrites import decompose_convtranspose, fold_batchnorm, upsample_conv_to_phases
+from compressor.rewrites import (
+    decompose_convtranspose,
+    fold_batchnorm,
+    upsample_conv_to_phases,
+)
 from compressor.rewrites.convtranspose import convtranspose_phases
-from compressor.rewrites.phases import BlockConv2d, PhaseConv2d, SubPixelConv2d, upsampling_module
+from compressor.rewrites.phases import (
+    BlockConv2d,
+    PhaseConv2d,
+    SubPixelConv2d,
+    upsampling_module,
+)
 from compressor.rewrites.upsample_conv import conv3x3_after_upsample_phases
 from compressor.testing.models import TinyDecoder, TinyGenerator, randomized
 
