@@ -14,8 +14,7 @@ kernels, whose matrix products fill output channels in blocks of 16 (DESIGN.md, 
 - `SubPixelConv2d`: one 3x3 conv computing the 4 phases as 4*C channels + pixel shuffle(2): 2.25x the
   MACs, but 4x the channels per product (an N=3 product per phase wastes most of each block).
 - `BlockConv2d`: one 4x4 stride-2 conv computing a 4x4 block of outputs (16*C channels) per position
-  + pixel shuffle(4): 4x the MACs, 16x the channels; for a 1- or 2-channel image head, where it measured
-  2.4x faster than the sub-pixel form on the digits DCGAN's head (benchmarks/quantize_cpu.py profiles).
+  + pixel shuffle(4): 4x the MACs, 16x the channels; for a 1- or 2-channel image head.
 """
 
 from __future__ import annotations
