@@ -176,9 +176,7 @@ def ort_profile(path: Path, target, card, runs: int = 100) -> dict[str, float]:
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as scratch:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads, options.inter_op_num_threads = target.benchmark.threads, 1
+        options = ort_runtime.session_options(target)  # the session the latency figures come from, profiled
         options.enable_profiling, options.profile_file_prefix = True, str(Path(scratch) / "profile")
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         feeds = prior_samples(card, 16, seed=BENCHMARK_SEED_OFFSET + 16)

@@ -27,6 +27,14 @@ def generator_folder(tmp_path):
     return write_model_folder(tmp_path / "tiny-generator", "generator")
 
 
+@pytest.fixture(scope="module")
+def module_generator_folder(tmp_path_factory):
+    """One tiny generator folder for a module's expensive shared run (ptq, qat)."""
+    from compressor.testing.models import write_model_folder
+
+    return write_model_folder(tmp_path_factory.mktemp("model") / "tiny-generator", "generator")
+
+
 @pytest.fixture
 def decoder_folder(tmp_path):
     from compressor.testing.models import write_model_folder

@@ -13,16 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from compressor.rewrites.graph import (
-    finish,
-    input_shape,
-    replace_module,
-    single_calls,
-    sole_relu_user,
-    trace,
-    traced_with_shapes,
-)
-from compressor.rewrites.phases import PhaseKernels, upsampling_module
+from compressor.rewrites.graph import finish, single_calls, trace, traced_with_shapes
+from compressor.rewrites.phases import PhaseKernels, install_upsampling
 
 # Kernel rows (or columns) used by output phase 0 and 1, in the order of the input rows they multiply:
 # phase 0 reads input rows (m-1, m) through kernel rows (3, 1); phase 1 reads (m, m+1) through (2, 0).
@@ -33,17 +25,10 @@ def decompose_convtranspose(model: nn.Module, example: tuple | None = None) -> t
     """Replace every ConvTranspose2d(4, 2, 1) (and a ReLU that alone reads it) with its exact conv form.
     With `example` inputs the input sizes are known, which the cheapest form for 1-2 channels needs."""
     graph_module = traced_with_shapes(model, example) if example is not None else trace(model)
-    modules = dict(graph_module.named_modules())
     changed = []
     # single_calls leaves alone a layer called twice, or with output_size
     for node, layer in single_calls(graph_module, _decomposable):
-        relu = sole_relu_user(node, modules)
-        shape = input_shape(node)
-        form = upsampling_module(convtranspose_phases(layer), nn.ReLU() if relu is not None else None, shape[2:] if shape else None)
-        replace_module(graph_module, node.target, form)
-        if relu is not None:
-            relu.replace_all_uses_with(node)
-            graph_module.graph.erase_node(relu)
+        install_upsampling(graph_module, node, convtranspose_phases(layer), grid=node.args[0])
         changed.append(node.target)
     return finish(graph_module), changed
 

@@ -23,8 +23,11 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
+
+from compressor.rewrites.graph import output_shape, replace_module, sole_relu_user
 
 # ONNX Runtime's int8 matrix-product kernels produce output channels in blocks of this many (MLAS U8S8).
 CHANNEL_BLOCK = 16
@@ -117,6 +120,19 @@ class BlockConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.pixel_shuffle(self.activation(self.conv(x)), 4)
+
+
+def install_upsampling(graph_module: fx.GraphModule, node: fx.Node, phases: PhaseKernels, grid: fx.Node) -> None:
+    """Put the cheapest form of `phases` in place of the module `node` calls, and move inside it a ReLU that
+    alone reads `node`. `grid` is the node whose output is the input grid (its size decides the form)."""
+    modules = dict(graph_module.named_modules())
+    relu = sole_relu_user(node, modules)
+    shape = output_shape(grid)
+    form = upsampling_module(phases, nn.ReLU() if relu is not None else None, shape[2:] if shape else None)
+    replace_module(graph_module, node.target, form)
+    if relu is not None:
+        relu.replace_all_uses_with(node)
+        graph_module.graph.erase_node(relu)
 
 
 def upsampling_module(phases: PhaseKernels, activation: nn.Module | None, input_size: tuple[int, int] | None) -> nn.Module:

@@ -14,15 +14,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from compressor.rewrites.graph import (
-    finish,
-    input_shape,
-    replace_module,
-    single_calls,
-    sole_relu_user,
-    traced_with_shapes,
-)
-from compressor.rewrites.phases import PhaseKernels, upsampling_module
+from compressor.rewrites.graph import finish, single_calls, traced_with_shapes
+from compressor.rewrites.phases import PhaseKernels, install_upsampling
 
 # For output row phase a: which 3x3 kernel rows are summed into each of the two input rows it reads.
 PHASE_TAP_SUMS = {0: [[0], [1, 2]], 1: [[0, 1], [2]]}
@@ -38,15 +31,9 @@ def upsample_conv_to_phases(model: nn.Module, example: tuple) -> tuple[nn.Module
         upsample = node.args[0]
         if not _is_nearest_2x(upsample, modules):
             continue
-        relu = sole_relu_user(node, modules)
-        shape = input_shape(upsample)
-        phases = conv3x3_after_upsample_phases(conv)
-        replace_module(graph_module, node.target, upsampling_module(phases, nn.ReLU() if relu is not None else None, shape[2:] if shape else None))
+        install_upsampling(graph_module, node, conv3x3_after_upsample_phases(conv), grid=upsample.args[0])
         node.args = (upsample.args[0],)
         graph_module.graph.erase_node(upsample)
-        if relu is not None:
-            relu.replace_all_uses_with(node)
-            graph_module.graph.erase_node(relu)
         changed.append(node.target)
     return finish(graph_module), changed
 

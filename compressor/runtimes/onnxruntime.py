@@ -61,14 +61,21 @@ def load(artifact: Path, target: Target) -> Callable[[dict[str, np.ndarray]], li
     """A runner: input arrays by name -> output arrays, on an ORT session set up as the target says."""
     import onnxruntime as ort
 
+    session = ort.InferenceSession(str(artifact), session_options(target), providers=["CPUExecutionProvider"])
+    return lambda feeds: session.run(None, feeds)
+
+
+def session_options(target: Target):
+    """ORT session options as the target says (threads), with the optimizations int8 needs."""
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     # ALL enables QDQ fusion and the NHWC layout pass; at BASIC int8 runs slower than fp32 (DESIGN.md).
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = target.benchmark.threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    session = ort.InferenceSession(str(artifact), options, providers=["CPUExecutionProvider"])
-    return lambda feeds: session.run(None, feeds)
+    return options
 
 
 def benchmark(artifact: Path, card: ModelCard, target: Target, seed: int) -> dict:

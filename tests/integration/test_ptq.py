@@ -20,12 +20,8 @@ def _run(folder, out, *sets, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def quantized(tmp_path_factory):
-    from compressor.testing.models import write_model_folder
-
-    root = tmp_path_factory.mktemp("ptq")
-    folder = write_model_folder(root / "tiny-generator")
-    return folder, _run(folder, root / "out")
+def quantized(module_generator_folder, tmp_path_factory):
+    return module_generator_folder, _run(module_generator_folder, tmp_path_factory.mktemp("ptq"))
 
 
 def test_int8_artifact_is_qdq_with_uint8_activations_and_per_channel_int8_weights(quantized):

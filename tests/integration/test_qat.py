@@ -23,12 +23,8 @@ def _run(folder, out, *sets, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    from compressor.testing.models import write_model_folder
-
-    root = tmp_path_factory.mktemp("qat")
-    folder = write_model_folder(root / "tiny-generator")
-    return folder, _run(folder, root / "out")
+def trained(module_generator_folder, tmp_path_factory):
+    return module_generator_folder, _run(module_generator_folder, tmp_path_factory.mktemp("qat"))
 
 
 def test_fine_tuning_improves_on_the_post_training_start(trained):
