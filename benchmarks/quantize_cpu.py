@@ -38,8 +38,9 @@ from compressor.config import resolve
 from compressor.evaluate.latency import time_callable
 from compressor.evaluate.paired import data_range_of, psnr
 from compressor.hostcpu import cpu_flags
-from compressor.runtimes import onnxruntime as ort_runtime
-from compressor.runtimes.onnx_export import export_onnx
+from compressor.runtimes.base import Artifact
+from compressor.runtimes.onnxruntime import OnnxRuntime
+from compressor.runtimes.onnx.export import export_onnx
 from compressor.seeds import (
     BENCHMARK_QUALITY_SEED_OFFSET,
     BENCHMARK_SEED_OFFSET,
@@ -80,7 +81,7 @@ def main() -> None:
 def measure_demo(demo: str, work: Path, target, runs: int, peaks: dict[str, float]) -> dict:
     work.mkdir(parents=True)
     loaded = load_checkpoint(ROOT / "examples" / demo)
-    fp32 = export_onnx(loaded.model, loaded.card, work / "fp32.onnx", opset=target.opset)
+    fp32 = export_onnx(loaded.model, loaded.card, work / "fp32.onnx", opset=target.runtime.opset)
     ptq = PTQConfig()  # what the ptq stage draws by default
     calibration = batches(prior_samples(loaded.card, ptq.samples, seed=CALIBRATION_SEED_OFFSET), ptq.batch)
 
@@ -101,9 +102,10 @@ def measure_demo(demo: str, work: Path, target, runs: int, peaks: dict[str, floa
         "nncf-defaults": nncf_defaults(fp32, work / "nncf.onnx", calibration),
     }
     latents = prior_samples(loaded.card, QUALITY_SAMPLES, seed=BENCHMARK_QUALITY_SEED_OFFSET)
-    runners = {name: ort_runtime.load(path, target) for name, path in variants.items()}
+    ort = OnnxRuntime(target)
+    runners = {name: ort.load(Artifact(path, "onnx", name, "final")) for name, path in variants.items()}
     reference = runners["fp32"](latents)[0]
-    data_range = data_range_of(next(iter(loaded.card.outputs.values())).range, reference)
+    data_range = data_range_of(loaded.card.output_range, reference)
     latency = interleaved_latency(runners, loaded.card, runs)
     rows = {}
     for name, path in variants.items():
@@ -176,7 +178,7 @@ def ort_profile(path: Path, target, card, runs: int = 100) -> dict[str, float]:
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as scratch:
-        options = ort_runtime.session_options(target)  # the session the latency figures come from, profiled
+        options = OnnxRuntime(target).session_options()  # the session the latency figures come from, profiled
         options.enable_profiling, options.profile_file_prefix = True, str(Path(scratch) / "profile")
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         feeds = prior_samples(card, 16, seed=BENCHMARK_SEED_OFFSET + 16)

@@ -1,7 +1,8 @@
 """run(RunConfig) -> RunResult: the one orchestration loop.
 
-load -> (profile stages) -> export -> parity -> benchmark -> quality -> budgets -> report, all inside a
-temporary release folder that is renamed into `OUT/<target>/` only when everything finished. The
+load -> profile stages (torch -> torch; a quantizing stage last, which hands the runtime its plan) -> the
+runtime's export (its artifacts: a baseline and the final one) -> for each artifact parity, benchmark and
+quality -> budgets -> report, all inside a temporary release folder that is renamed into `OUT/<target>/` only when everything finished. The
 manifest is rewritten after every step, so a run that is still going can be followed from its work
 folder. A budget that fails does not stop the release from being written: RunResult.budgets records
 it, and the CLI exits 3 (so CI can still upload the release and its report).
@@ -17,24 +18,22 @@ from typing import Any, Callable
 
 import torch
 
-from compressor.budgets import FINAL_ARTIFACT, check_budgets
 from compressor.checkpoint import LoadedModel, load_checkpoint
-from compressor.config import ResolvedConfig, resolve
+from compressor.config import ResolvedConfig, apply_overrides, resolve
 from compressor.context import RunContext
-from compressor.errors import ParityError
+from compressor.errors import ParityError, UsageError
 from compressor.evaluate.parity import check_parity
 from compressor.evaluate.quality import QualityEvaluator, prepare_fid
-from compressor.files import sha256_file
-from compressor.manifest import MANIFEST_FILE, Manifest, ReleaseFolder, library_versions
-from compressor.report.gallery import GALLERY_FILE, write_gallery
-from compressor.report.markdown import REPORT_FILE, write_report
-from compressor.runtimes import get_runtime
+from compressor.release.budgets import check_budgets
+from compressor.release.gallery import GALLERY_FILE, write_gallery
+from compressor.release.manifest import MANIFEST_FILE, SCHEMA_VERSION, Manifest, ReleaseFolder, library_versions
+from compressor.release.report import REPORT_FILE, write_report
+from compressor.runtimes import RUNTIMES, runtime_for
+from compressor.runtimes.base import Artifact, Runtime
 from compressor.seeds import BENCHMARK_SEED_OFFSET, PARITY_SEED_OFFSET
 from compressor.summary import summarize
 
 log = logging.getLogger("compressor")
-
-FP32_ARTIFACT = "model.fp32.onnx"  # kept beside the quantized artifact as its baseline
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,7 @@ class RunConfig:
     arch: str | None = None
     card: Path | None = None
     trust_pickle: bool = False
+    calibration: Path | None = None  # set on the profile's quantizing stage, whichever it is
 
 
 @dataclass
@@ -95,30 +95,28 @@ class Steps:
 def plan(config: RunConfig) -> dict[str, Any]:
     """The resolved configuration and the ordered steps a run would take (what --dry-run prints)."""
     resolved = _resolve(config)
+    runtime = RUNTIMES[resolved.target.runtime.kind]
     return {
         "checkpoint": str(config.checkpoint),
         "release_dir": str(Path(config.out) / resolved.target.name),
         "config_sha256": resolved.sha256(),
         "config": resolved.model_dump(mode="json"),
-        "steps": _planned_steps(resolved),
+        "runtime_unavailable": runtime.unavailable_reason(),
+        "steps": _planned_steps(resolved, runtime(resolved.target)),
     }
 
 
-def _planned_steps(resolved: ResolvedConfig) -> list[str]:
+def _planned_steps(resolved: ResolvedConfig, runtime: Runtime) -> list[str]:
     stages = resolved.profile.stages
-    artifact_stages = [stage.kind for stage in stages if stage.after_export]
-    fp32 = FP32_ARTIFACT if artifact_stages else FINAL_ARTIFACT
-    checks = [f"parity {fp32}", f"benchmark {fp32}", f"quality {fp32}"]
-    if artifact_stages:
-        checks += [*artifact_stages, f"parity {FINAL_ARTIFACT}", f"benchmark {FINAL_ARTIFACT}", f"quality {FINAL_ARTIFACT}"]
-    torch_stages = [stage.kind for stage in stages if not stage.after_export]
-    return ["load", *torch_stages, "export", "quality reference", *checks, "budgets", "report"]
+    files = runtime.artifact_names(quantized=any(stage.quantizes for stage in stages))
+    checks = [f"{check} {name}" for name in files for check in ("parity", "benchmark", "quality")]
+    return ["load", *(stage.kind for stage in stages), "export", "quality reference", *checks, "budgets", "report"]
 
 
 def run(config: RunConfig, on_step: Callable[[str, str], None] | None = None) -> RunResult:
     """Compress, export, check and time the model; write the release atomically to OUT/<target-name>/."""
     resolved = _resolve(config)
-    runtime = get_runtime(resolved.target.runtime)  # fail before any work if the runtime is missing
+    runtime = runtime_for(resolved.target)  # fail before any work if the runtime is missing
     release = ReleaseFolder(config.out, resolved.target.name)
     release.preflight()
     steps = Steps(on_step)
@@ -127,26 +125,23 @@ def run(config: RunConfig, on_step: Callable[[str, str], None] | None = None) ->
     loaded = steps.run("load", lambda: _load(config))
     _check_calibration_files(resolved, loaded)
     with release as work:
-        manifest = Manifest(work / MANIFEST_FILE, _header(config, resolved, loaded))
+        manifest = Manifest(work / MANIFEST_FILE, _header(config, resolved, loaded, runtime))
         manifest.data["artifacts"] = {}
         manifest.add_stage("load", steps.seconds["load"], metrics={"format": loaded.format})
         ctx = RunContext.create(loaded.model, loaded.card, resolved, work)
-        model = _run_torch_stages(loaded.model, ctx, steps, manifest)
-        artifact_stages = [stage for stage in resolved.profile.stages if stage.after_export]
-        fp32 = _export(model, runtime, ctx, steps, manifest, FP32_ARTIFACT if artifact_stages else FINAL_ARTIFACT)
+        model, plan = _run_stages(loaded.model, ctx, steps, manifest)
+        artifacts = steps.run("export", lambda: runtime.export(model, ctx.card, plan, work))
+        manifest.add_stage("export", steps.seconds["export"], artifacts=[artifact.name for artifact in artifacts])
         quality = QualityEvaluator(ctx, resolved.profile.quality, fid_source, steps.progress("quality reference"))
         steps.run("quality reference", quality.prepare)
         manifest.data["quality_reference"] = quality.describe()
         manifest.add_stage("quality reference", steps.seconds["quality reference"])
-        _check_and_time(fp32, "fp32", None, runtime, ctx, steps, manifest)
-        _judge(fp32, quality, runtime, ctx, steps, manifest)
-        for stage in artifact_stages:
-            result = steps.run(stage.kind, lambda: stage.run_on_artifact(fp32, model, ctx, runtime))
-            _record_stage(stage, result, steps, manifest, ctx)
-            for path in result.artifacts.values():
-                _check_and_time(path, result.metrics["precision"], stage.min_psnr, runtime, ctx, steps, manifest)
-                _judge(path, quality, runtime, ctx, steps, manifest)
-            _compare_with_fp32(manifest.data["artifacts"], fp32.name)
+        for artifact in artifacts:
+            min_psnr = plan.min_psnr if plan is not None and artifact.role == "final" else None
+            _check_and_time(artifact, min_psnr, runtime, ctx, steps, manifest)
+            _judge(artifact, quality, runtime, ctx, steps, manifest)
+        _compare_with_baseline(manifest.data["artifacts"])
+        manifest.data["release_files"] = [path.name for path in runtime.release_files(artifacts, ctx.card, work)]
         manifest.data["budgets"] = steps.run("budgets", lambda: check_budgets(manifest.data, resolved.profile.budgets))
         manifest.data["status"] = "complete"
         manifest.write()
@@ -154,37 +149,28 @@ def run(config: RunConfig, on_step: Callable[[str, str], None] | None = None) ->
     return RunResult(release_dir=release.final, manifest=manifest.data, report=release.final / REPORT_FILE)
 
 
-def _run_torch_stages(model: torch.nn.Module, ctx: RunContext, steps: Steps, manifest: Manifest) -> torch.nn.Module:
-    """The profile's torch-side stages in order, each recorded in the manifest as soon as it ends."""
+def _run_stages(model: torch.nn.Module, ctx: RunContext, steps: Steps, manifest: Manifest):
+    """The profile's stages in order, each recorded in the manifest as soon as it ends; returns the model as it
+    leaves torch and the quantizing stage's plan (None without one)."""
+    plan = None
     for stage in ctx.config.profile.stages:
-        if stage.after_export:
-            continue
         result = steps.run(stage.kind, lambda: stage.run(model, ctx))
-        model = result.model
-        _record_stage(stage, result, steps, manifest, ctx)
-    return model
-
-
-def _record_stage(stage, result, steps: Steps, manifest: Manifest, ctx: RunContext) -> None:
-    manifest.add_stage(
-        stage.kind, steps.seconds[stage.kind], config=stage.model_dump(mode="json"),
-        state=result.state, metrics=result.metrics, artifacts=_describe(result.artifacts, ctx.work_dir),
-    )
-
-
-def _export(model: torch.nn.Module, runtime, ctx: RunContext, steps: Steps, manifest: Manifest, name: str) -> Path:
-    artifact = steps.run("export", lambda: runtime.export(model, ctx.card, ctx.config.target, ctx.work_dir / name))
-    manifest.add_stage("export", steps.seconds["export"], artifacts={artifact.name: _file_facts(artifact)})
-    return artifact
+        model, plan = result.model, result.plan or plan
+        manifest.add_stage(
+            stage.kind, steps.seconds[stage.kind], config=stage.model_dump(mode="json"),
+            state=result.state, metrics=result.metrics,
+        )
+    return model, plan
 
 
 def _check_and_time(
-    artifact: Path, precision: str, min_psnr: float | None, runtime, ctx: RunContext, steps: Steps, manifest: Manifest
+    artifact: Artifact, min_psnr: float | None, runtime: Runtime, ctx: RunContext, steps: Steps, manifest: Manifest
 ) -> None:
     """Compare the artifact with the original torch model (fail the run if it disagrees), then time it;
     both land in the manifest's record of that artifact."""
-    target = ctx.config.target
-    record = {"file": artifact.name, "runtime": target.runtime, "precision": precision, **_file_facts(artifact)}
+    record = {**artifact.record(), "runtime": runtime.name}
+    if runtime.numerics_note():
+        record["numerics"] = runtime.numerics_note()
     manifest.data["artifacts"][artifact.name] = record
     check, bench = f"parity {artifact.name}", f"benchmark {artifact.name}"
     record["parity"] = steps.run(check, lambda: _parity(runtime, artifact, ctx, min_psnr))
@@ -192,16 +178,16 @@ def _check_and_time(
     if not record["parity"]["ok"]:
         raise ParityError(_parity_message(artifact, record["parity"]))
     seed = ctx.config.seed + BENCHMARK_SEED_OFFSET
-    record["latency"] = steps.run(bench, lambda: runtime.benchmark(artifact, ctx.card, target, seed))
+    record["latency"] = steps.run(bench, lambda: runtime.benchmark(artifact, ctx.card, seed))
     manifest.add_stage(bench, steps.seconds[bench], metrics=record["latency"])
 
 
-def _judge(artifact: Path, quality: QualityEvaluator, runtime, ctx: RunContext, steps: Steps, manifest: Manifest) -> None:
+def _judge(artifact: Artifact, quality: QualityEvaluator, runtime: Runtime, ctx: RunContext, steps: Steps, manifest: Manifest) -> None:
     """Quality of what the artifact generates vs the reference model (FID for the final artifact only: it is
     the slow one and what budgets limit), and the report's gallery for the final artifact."""
     name = f"quality {artifact.name}"
-    final = artifact.name == FINAL_ARTIFACT
-    runner = runtime.load(artifact, ctx.config.target)
+    final = artifact.role == "final"
+    runner = runtime.load(artifact)
     quality.progress = steps.progress(name)
     record, samples = steps.run(name, lambda: quality.score(runner, with_fid=final))
     manifest.data["artifacts"][artifact.name]["quality"] = record
@@ -223,13 +209,16 @@ def _headline(record: dict[str, Any]) -> dict[str, Any]:
     return headline
 
 
-def _compare_with_fp32(artifacts: dict[str, Any], baseline: str) -> None:
-    """Record each artifact's latency relative to fp32 at the largest batch, and warn when it is slower:
+def _compare_with_baseline(artifacts: dict[str, Any]) -> None:
+    """Record each artifact's latency relative to the baseline at the largest batch, and warn when it is slower:
     a compressed artifact that runs slower than its baseline is what users most complain about."""
+    baseline = next((name for name, record in artifacts.items() if record["role"] == "baseline"), None)
+    if baseline is None or "batches" not in artifacts[baseline]["latency"]:
+        return  # nothing to compare with, or latency pending (timed on the device)
     reference = artifacts[baseline]["latency"]["batches"]
     batch = max(reference, key=int)
     for name, record in artifacts.items():
-        if name == baseline:
+        if name == baseline or "batches" not in record["latency"]:
             continue
         ratio = record["latency"]["batches"][batch]["median_ms"] / reference[batch]["median_ms"]
         record["latency_vs_fp32"] = {"batch": int(batch), "ratio": ratio}
@@ -238,7 +227,22 @@ def _compare_with_fp32(artifacts: dict[str, Any], baseline: str) -> None:
 
 
 def _resolve(config: RunConfig) -> ResolvedConfig:
-    return resolve(config.target, config.profile, list(config.sets), config.seed)
+    resolved = resolve(config.target, config.profile, list(config.sets), config.seed)
+    if config.calibration is not None:
+        resolved = apply_overrides(resolved, [_calibration_override(resolved, config.calibration)])
+    return resolved
+
+
+def _calibration_override(resolved: ResolvedConfig, calibration: Path) -> str:
+    """`--calibration` as a `--set` on the profile's quantizing stage (ptq or qat), whichever it has."""
+    import json
+
+    kinds = [stage.kind for stage in resolved.profile.stages if stage.quantizes]
+    if not kinds:
+        raise UsageError(
+            f"--calibration: profile {resolved.profile.name} has no quantizing stage (ptq or qat); pick a profile with one"
+        )
+    return f"stages.{kinds[0]}.calibration={json.dumps(str(calibration))}"  # JSON: a path stays a string
 
 
 def _load(config: RunConfig) -> LoadedModel:
@@ -254,11 +258,12 @@ def _check_calibration_files(resolved: ResolvedConfig, loaded: LoadedModel) -> N
             load_calibration(Path(stage.calibration), loaded.card)  # read again by the stage; cheap
 
 
-def _header(config: RunConfig, resolved: ResolvedConfig, loaded: LoadedModel) -> dict[str, Any]:
+def _header(config: RunConfig, resolved: ResolvedConfig, loaded: LoadedModel, runtime: Runtime) -> dict[str, Any]:
     summary = summarize(loaded.model, loaded.card)
     return {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "status": "running",
+        "runtime": runtime.name,
         "versions": library_versions(),
         "input": {"path": str(config.checkpoint), "format": loaded.format, "sha256": loaded.sha256, "files": loaded.files},
         "model": {
@@ -272,15 +277,15 @@ def _header(config: RunConfig, resolved: ResolvedConfig, loaded: LoadedModel) ->
     }
 
 
-def _parity(runtime, artifact: Path, ctx: RunContext, min_psnr: float | None) -> dict[str, Any]:
+def _parity(runtime: Runtime, artifact: Artifact, ctx: RunContext, min_psnr: float | None) -> dict[str, Any]:
     settings = ctx.config.target.parity
-    runner = runtime.load(artifact, ctx.config.target)
+    runner = runtime.load(artifact)
     inputs = ctx.samples(settings.samples, PARITY_SEED_OFFSET)
-    value_range = next(iter(ctx.card.outputs.values())).range
+    value_range = ctx.card.output_range
     return check_parity(ctx.reference, runner, inputs, settings, min_psnr=min_psnr, value_range=value_range)
 
 
-def _parity_message(artifact: Path, parity: dict[str, Any]) -> str:
+def _parity_message(artifact: Artifact, parity: dict[str, Any]) -> str:
     if parity.get("min_psnr") is not None:
         return (
             f"{artifact.name}: PSNR vs the torch model is {parity['psnr_db']:.1f} dB, below the required "
@@ -292,11 +297,3 @@ def _parity_message(artifact: Path, parity: dict[str, Any]) -> str:
         f"(allowed {parity['atol']:.1g} + {parity['rtol']:.1g} x output scale); "
         "check the export, or loosen target.parity with --set if this is expected"
     )
-
-
-def _file_facts(path: Path) -> dict[str, Any]:
-    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-
-
-def _describe(artifacts: dict[str, Path], work: Path) -> dict[str, Any]:
-    return {name: {"file": str(Path(p).relative_to(work)), **_file_facts(Path(p))} for name, p in artifacts.items()}

@@ -65,11 +65,11 @@ def run(
     from compressor import api
 
     # Shorthands for settings in the profile; JSON quoting keeps a path a string whatever its text.
-    shorthands = {"stages.ptq.calibration": calibration, "quality.fid_weights": fid_weights, "quality.fid_stats": fid_stats}
+    shorthands = {"quality.fid_weights": fid_weights, "quality.fid_stats": fid_stats}
     set_ = [*set_, *(f"{key}={json.dumps(str(path))}" for key, path in shorthands.items() if path is not None)]
     config = api.RunConfig(
         checkpoint=checkpoint, target=target, profile=profile, sets=tuple(set_), out=out, seed=seed,
-        arch=arch, card=card, trust_pickle=trust_pickle,
+        arch=arch, card=card, trust_pickle=trust_pickle, calibration=calibration,
     )
     if dry_run:
         typer.echo(json.dumps(api.plan(config), indent=2))
@@ -87,7 +87,7 @@ def gate(
     summary: Annotated[Optional[Path], typer.Option(help="Append a Markdown summary (e.g. $GITHUB_STEP_SUMMARY).")] = None,
 ) -> None:
     """Re-check a finished release against budgets from its manifest alone; exit 3 when one fails."""
-    from compressor import gate as gating
+    from compressor.release import gate as gating
 
     data, checks = gating.gate(manifest, list(set_))
     for name, check in checks.items():
@@ -125,7 +125,7 @@ def fid_stats(
 
 
 def _fail_on_budgets(checks: dict, where) -> None:
-    from compressor.budgets import BudgetFailed, failures
+    from compressor.release.budgets import BudgetFailed, failures
 
     failed = failures(checks)
     if failed:
@@ -239,7 +239,7 @@ def _list_bundled(kind: str) -> None:
         if kind == "targets":
             target = load_target(name)
             aliases = f" (alias {', '.join(target.aliases)})" if target.aliases else ""
-            typer.echo(f"{name}{aliases}: {target.runtime}, {'/'.join(target.precisions)}. {target.description}")
+            typer.echo(f"{name}{aliases}: {target.runtime.kind}, {'/'.join(target.precisions)}. {target.description}")
         else:
             profile = load_profile(name)
             typer.echo(f"{name}: stages {[s.kind for s in profile.stages]}. {profile.description}")

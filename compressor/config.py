@@ -23,9 +23,10 @@ from pydantic import (
     model_validator,
 )
 
-from compressor.budgets import Budgets
 from compressor.errors import ConfigError, UsageError, first_line, validation_summary
 from compressor.files import read_yaml
+from compressor.release.budgets import Budgets
+from compressor.runtimes import AnyRuntimeOptions
 from compressor.stages import AnyStageConfig
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -74,14 +75,26 @@ class Target(_Frozen):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Release folder name, e.g. cpu-x86.")
     aliases: list[str] = Field(default_factory=list, description="Short names accepted by --target.")
     description: str = ""
-    runtime: Literal["onnxruntime"] = Field(description="Runtime the artifacts are built for.")
+    runtime: AnyRuntimeOptions = Field(description="Runtime the artifacts are built for, and its options (`kind` names it).")
     precisions: list[Literal["fp32", "fp16", "int8"]] = Field(["fp32"], description="Precisions it runs fast.")
     rewrites: list[str] = Field(default_factory=list, description="Graph rewrites its runtime needs, in order.")
     default_profile: str = "balanced"
-    opset: int = Field(20, description="ONNX opset of the exported artifact.")
     quantization: QuantizationRules = QuantizationRules()
     parity: ParitySettings = ParitySettings()
     benchmark: BenchmarkSettings = BenchmarkSettings()
+
+    @field_validator("runtime", mode="before")
+    @classmethod
+    def _runtime_by_name(cls, value: Any) -> Any:
+        # `runtime: onnxruntime` is short for `runtime: {kind: onnxruntime}` (every option at its default).
+        return {"kind": value} if isinstance(value, str) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _runtime_options_in_their_section(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "opset" in data:
+            raise ValueError("opset is a runtime option now: write it under runtime: (runtime: {kind: onnxruntime, opset: 20})")
+        return data
 
 
 class QualitySettings(_Frozen):
@@ -131,11 +144,11 @@ class Profile(_Frozen):
         repeated = sorted({kind for kind in kinds if kinds.count(kind) > 1})
         if repeated:
             raise ValueError(f"stage kind(s) {repeated} appear more than once; merge them into one entry")
-        after = [stage.after_export for stage in stages]
-        if after != sorted(after):  # the artifact-side stages (ptq, qat) work on the export, which comes last
-            raise ValueError("stages that work on the exported artifact (ptq, qat) must come after all the others")
-        if sum(after) > 1:  # each writes the final artifact
-            raise ValueError("ptq and qat both write the int8 artifact; keep one of them in the profile")
+        quantizing = [index for index, stage in enumerate(stages) if stage.quantizes]
+        if len(quantizing) > 1:  # each makes the plan for the final artifact
+            raise ValueError("ptq and qat both quantize the final artifact; keep one of them in the profile")
+        if quantizing and quantizing[0] != len(stages) - 1:  # its plan applies to the model as it leaves torch
+            raise ValueError(f"the quantizing stage ({stages[quantizing[0]].kind}) must be the last stage")
         return stages
 
 

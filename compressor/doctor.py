@@ -7,17 +7,9 @@ import importlib.util
 
 def check_all() -> dict[str, str | None]:
     """Name -> None when usable, else the reason (missing package or hardware) and how to fix it."""
-    from compressor.errors import CompressorError
-    from compressor.runtimes import RUNTIMES, get_runtime
+    from compressor.runtimes import RUNTIMES
 
-    checks: dict[str, str | None] = {}
-    for name in RUNTIMES:
-        try:
-            get_runtime(name)
-            checks[f"runtime {name}"] = None
-        except CompressorError as exc:
-            checks[f"runtime {name}"] = exc.message
-    checks["runtime tensorrt"] = "not implemented yet in this version" + _also_missing("tensorrt", "TensorRT")
+    checks: dict[str, str | None] = {f"runtime {name}": runtime.unavailable_reason() for name, runtime in RUNTIMES.items()}
     checks["runtime tflite"] = "not implemented yet in this version" + _also_missing("ai_edge_litert", "the [tflite] extra")
     checks["cuda gpu"] = _cuda_reason()
     checks["extra qat (nncf)"] = None if importlib.util.find_spec("nncf") else "NNCF is not installed; pip install -e '.[qat]'"

@@ -39,18 +39,18 @@ def apply_rules(layers: list[str], rules: list[LayerRule], where: str) -> dict[s
     return chosen
 
 
-# What the quantizing stages can place a layer in: int8 or kept in float (fp16 needs a converter they lack).
-QUANTIZER_PRECISIONS = ("int8", "fp32")
-
-
-def precision_plan(layers: list[str], rules: list[LayerRule], where: str, target) -> tuple[dict[str, tuple[str, str]], set[str]]:
+def precision_plan(
+    layers: list[str], rules: list[LayerRule], where: str, target, float_precision: str = "fp32"
+) -> tuple[dict[str, tuple[str, str]], set[str]]:
     """Layer -> (precision, why) for ptq and qat: int8 by default, what the last matching rule says otherwise
-    (skip = fp32); and the layers a rule placed. A precision the stage or the target cannot run is an error."""
+    (skip = float); and the layers a rule placed. A quantizer can place a layer in int8 or in the float
+    precision its runtime keeps float parts in (`float_precision`: fp32 on ONNX Runtime, fp16 for TensorRT);
+    anything else, or a precision the target does not run, is an error."""
     plan = {layer: ("int8", "default") for layer in layers}
     matched = apply_rules(layers, rules, where)
+    runnable = [p for p in ("int8", float_precision) if p in target.precisions]
     for layer, (rule, index) in matched.items():
-        precision = "fp32" if rule.skip else (rule.precision or "int8")
-        runnable = [p for p in QUANTIZER_PRECISIONS if p in target.precisions]
+        precision = float_precision if rule.skip else (rule.precision or "int8")
         if precision not in runnable:
             raise ConfigError(
                 f"{where}[{index}]: layer '{layer}' asks for {precision}, which target {target.name} does not run "
@@ -66,5 +66,10 @@ def describe_plan(plan: dict[str, tuple[str, str]]) -> dict:
     return {
         "layers": {layer: {"precision": precision, "reason": why} for layer, (precision, why) in plan.items()},
         "int8_layers": int8_layers,
-        "precision": "int8" if int8_layers == len(plan) else "mixed" if int8_layers else "fp32",
+        "precision": "int8" if int8_layers == len(plan) else "mixed" if int8_layers else _float_label(plan),
     }
+
+
+def _float_label(plan: dict[str, tuple[str, str]]) -> str:
+    precisions = {precision for precision, _ in plan.values()}
+    return precisions.pop() if len(precisions) == 1 else "fp32"

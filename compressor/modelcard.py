@@ -51,6 +51,11 @@ class ModelCard(BaseModel):
     inputs: dict[str, InputSpec] = Field(description="Model inputs, in the order forward() takes them.")
     outputs: dict[str, OutputSpec] = Field(default_factory=lambda: {"output": OutputSpec()})
 
+    @property
+    def output_range(self) -> tuple[float, float] | None:
+        """The declared value range of the first output (the one parity and quality judge)."""
+        return next(iter(self.outputs.values())).range
+
 
 def load_card(path: Path) -> ModelCard:
     """Read and validate a model card YAML file."""

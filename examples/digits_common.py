@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
-from compressor.report.png import write_png
+from compressor.release.png import write_png
 
 
 def load_data() -> torch.Tensor:

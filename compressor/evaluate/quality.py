@@ -212,7 +212,7 @@ class QualityEvaluator:
         return _ReferenceSet(extractor, self._stats(extractor, features, warn=False), features, description)
 
     def _value_range(self) -> tuple[float, float]:
-        declared = next(iter(self.ctx.card.outputs.values())).range
+        declared = self.ctx.card.output_range
         if declared is not None:
             return tuple(declared)
         low = float(self.reference_outputs.min())  # no declared range: the span the reference actually uses

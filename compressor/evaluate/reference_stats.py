@@ -67,7 +67,7 @@ def _model_samples(source: Path, samples: int, seed: int, batch: int, trust_pick
     loaded = load_checkpoint(source, trust_pickle=trust_pickle)
     latents = sample_inputs(loaded.card, samples, seed + QUALITY_REFERENCE_SEED_OFFSET)
     outputs = generate(torch_runner(loaded.model), {k: v.numpy() for k, v in latents.items()}, batch)
-    value_range = next(iter(loaded.card.outputs.values())).range
+    value_range = loaded.card.output_range
     if not is_image_batch(outputs.shape) or value_range is None:
         raise ImageSetError(
             f"{source}: the model's first output must be [N, 1|3, H, W] images with a declared range "

@@ -1,26 +1,32 @@
-"""Runtimes, one file each, imported lazily by name (their packages are heavy or optional).
+"""The one registry of runtimes: config validation (each runtime's options schema), `compressor doctor` and the
+run's loader all read `RUNTIMES`. Adding a runtime = one module with a `Runtime` subclass, listed here.
 
-Each runtime module provides: `unavailable_reason() -> str | None`, `export(model, card, target, path)
--> Path`, `load(artifact, target) -> runner` (a callable from input arrays to output arrays) and
-`benchmark(artifact, card, target, seed) -> dict`; one that runs int8 also provides `quantize(...)` (the
-ptq stage) and `export_quantized(...)` (the qat stage's fake-quantized model as QDQ).
+Runtime modules keep their heavy imports (onnxruntime, modelopt, tensorrt) inside functions, so importing
+this registry stays cheap.
 """
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
+from typing import TYPE_CHECKING, Annotated, Union
+
+from pydantic import Field
 
 from compressor.errors import CompressorError
+from compressor.runtimes.base import Runtime
+from compressor.runtimes.onnxruntime import OnnxRuntime
 
-RUNTIMES = {"onnxruntime": "compressor.runtimes.onnxruntime"}
+if TYPE_CHECKING:
+    from compressor.config import Target
+
+RUNTIMES: dict[str, type[Runtime]] = {runtime.name: runtime for runtime in (OnnxRuntime,)}
+
+AnyRuntimeOptions = Annotated[Union[tuple(runtime.Options for runtime in RUNTIMES.values())], Field(discriminator="kind")]
 
 
-def get_runtime(name: str) -> ModuleType:
-    if name not in RUNTIMES:
-        raise CompressorError(f"runtime '{name}' is not supported yet; supported: {sorted(RUNTIMES)}")
-    module = importlib.import_module(RUNTIMES[name])
-    reason = module.unavailable_reason()
+def runtime_for(target: Target) -> Runtime:
+    """The back end for `target`, or a one-line error saying why it cannot run here."""
+    runtime = RUNTIMES[target.runtime.kind]
+    reason = runtime.unavailable_reason()
     if reason:
-        raise CompressorError(f"runtime '{name}' cannot run here: {reason}")
-    return module
+        raise CompressorError(f"target {target.name}: runtime '{runtime.name}' cannot run here: {reason}")
+    return runtime(target)

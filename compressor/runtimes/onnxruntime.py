@@ -1,91 +1,89 @@
-"""ONNX Runtime on CPU: export through the shared exporter, run, and time artifacts."""
+"""ONNX Runtime on CPU: ONNX artifacts, int8 through ORT's own static quantizer, run and timed on this machine."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-import torch.nn as nn
+from pydantic import Field
 
-from compressor.config import Target
-from compressor.evaluate.latency import time_callable
-from compressor.modelcard import ModelCard, sample_inputs
-from compressor.runtimes.onnx_export import export_onnx
+from compressor.runtimes.base import Artifact, RuntimeOptions
+from compressor.runtimes.onnx.backend import OnnxBackend
 
-
-def unavailable_reason() -> str | None:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError as exc:
-        return f"onnxruntime is not installed ({exc}); pip install onnxruntime"
-    return None
-
-
-def export(model: nn.Module, card: ModelCard, target: Target, path: Path) -> Path:
-    return export_onnx(model, card, Path(path), opset=target.opset)
-
-
-def quantize(
-    fp32: Path, out: Path, batches, target: Target, method: str, percentile: float, exclude=(), calibration_cache=None
-) -> Path:
-    """int8 QDQ model of `fp32`; nodes named in `exclude` stay in float (see onnxruntime_quantize.py)."""
-    from compressor.runtimes import onnxruntime_quantize
-
-    return onnxruntime_quantize.quantize(fp32, out, batches, target, method, percentile, exclude, calibration_cache)
-
-
-def export_quantized(model: nn.Module, card: ModelCard, target: Target, path: Path) -> Path:
-    """QDQ ONNX of a fake-quantized torch model (NNCF's, after strip), made fast on this runtime: activations
-    re-typed as the target says (uint8 on x86), exact requantization in front of convs that read an
-    interleaved tensor, int32 biases (see onnx_qdq.py)."""
+if TYPE_CHECKING:
     import onnx
 
-    from compressor.runtimes import onnx_qdq
-    from compressor.runtimes.onnx_export import export_fake_quantized
-    from compressor.runtimes.onnx_graph import fold_pads_into_convs
+    from compressor.modelcard import ModelCard
+    from compressor.quantization import CalibrationPlan
 
-    export_fake_quantized(model, card, Path(path), opset=target.opset)
-    graph = onnx.load(str(path))
-    fold_pads_into_convs(graph)  # first: a Pad between the requantized tensor and its conv would block fusion
-    if target.quantization.activations == "uint8":
-        onnx_qdq.retype_activations_to_uint8(graph)
-    onnx_qdq.requantize_before_convs(graph)
-    onnx_qdq.quantize_biases(graph)
-    onnx.checker.check_model(graph)
-    onnx.save(graph, str(path))
-    return Path(path)
+log = logging.getLogger("compressor")
 
 
-def load(artifact: Path, target: Target) -> Callable[[dict[str, np.ndarray]], list[np.ndarray]]:
-    """A runner: input arrays by name -> output arrays, on an ORT session set up as the target says."""
-    import onnxruntime as ort
+class OnnxRuntimeOptions(RuntimeOptions):
+    """The target's `runtime:` section for ONNX Runtime's CPU execution provider."""
 
-    session = ort.InferenceSession(str(artifact), session_options(target), providers=["CPUExecutionProvider"])
-    return lambda feeds: session.run(None, feeds)
+    kind: Literal["onnxruntime"] = "onnxruntime"
+    opset: int = Field(20, ge=13, description="ONNX opset of the exported artifacts.")
 
-
-def session_options(target: Target):
-    """ORT session options as the target says (threads), with the optimizations int8 needs."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    # ALL enables QDQ fusion and the NHWC layout pass; at BASIC int8 runs slower than fp32 (DESIGN.md).
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = target.benchmark.threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return options
+    @property
+    def float_precision(self) -> str:
+        return "fp32"  # ORT's CPU kernels for float16 are few and slow: float parts stay fp32
 
 
-def benchmark(artifact: Path, card: ModelCard, target: Target, seed: int) -> dict:
-    """Latency per batch size the target lists: median/p90 over `runs` after `warmup`, in milliseconds."""
-    runner = load(artifact, target)
-    settings = target.benchmark
-    results = {}
-    for batch in settings.batch_sizes:
-        feeds = {name: t.numpy() for name, t in sample_inputs(card, batch, seed).items()}
-        stats = time_callable(lambda: runner(feeds), settings.warmup, settings.runs)
-        stats["per_sample_ms"] = stats["median_ms"] / batch
-        results[str(batch)] = stats
-    return {"batches": results, "threads": settings.threads, "provider": "CPUExecutionProvider"}
+class OnnxRuntime(OnnxBackend):
+    """ONNX Runtime, CPU execution provider."""
+
+    name = "onnxruntime"
+    Options = OnnxRuntimeOptions
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:
+            return f"onnxruntime is not installed ({exc}); pip install onnxruntime"
+        return None
+
+    def quantize_nodes(self, fp32: Path, out: Path, plan: CalibrationPlan, float_nodes: list[str], cache: Path) -> Path:
+        """int8 QDQ model by onnxruntime.quantization (see onnxruntime_quantize.py)."""
+        from compressor.runtimes import onnxruntime_quantize
+
+        return onnxruntime_quantize.quantize(
+            fp32, out, plan.feeds, self.target, plan.method, plan.percentile, float_nodes, calibration_cache=cache
+        )
+
+    def check_quantizable(self, graph: onnx.ModelProto) -> None:
+        """Say so when the graph defeats what int8 is for here: ORT has no int8 ConvTranspose kernel."""
+        transposed = [node.name for node in graph.graph.node if node.op_type == "ConvTranspose"]
+        if transposed:
+            log.warning(
+                "ptq: %d ConvTranspose node(s) were not rewritten (%s); ONNX Runtime has no int8 kernel for them, "
+                "so they run in fp32 between Q/DQ nodes and may make int8 slower than fp32",
+                len(transposed), ", ".join(transposed[:3]),
+            )
+
+    def finish_fake_quantized(self, graph: onnx.ModelProto) -> None:
+        """Activations re-typed as the target says (uint8 on x86), exact requantization in front of convs that
+        read an interleaved tensor, int32 biases (see onnx/qdq.py)."""
+        from compressor.runtimes.onnx import qdq
+
+        if self.target.quantization.activations == "uint8":
+            qdq.retype_activations_to_uint8(graph)
+        qdq.requantize_before_convs(graph)
+        qdq.quantize_biases(graph)
+
+    def benchmark(self, artifact: Artifact, card: ModelCard, seed: int) -> dict[str, Any]:
+        """Latency per batch size the target lists: median/p90 over `runs` after `warmup`, in milliseconds."""
+        from compressor.evaluate.latency import time_callable
+        from compressor.modelcard import sample_inputs
+
+        runner = self.load(artifact)
+        settings = self.target.benchmark
+        results = {}
+        for batch in settings.batch_sizes:
+            feeds = {name: t.numpy() for name, t in sample_inputs(card, batch, seed).items()}
+            stats = time_callable(lambda: runner(feeds), settings.warmup, settings.runs)
+            stats["per_sample_ms"] = stats["median_ms"] / batch
+            results[str(batch)] = stats
+        return {"batches": results, "threads": settings.threads, "provider": "CPUExecutionProvider"}

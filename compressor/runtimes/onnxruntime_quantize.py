@@ -32,7 +32,7 @@ def quantize(
     exclude: Sequence[str] = (), calibration_cache: Path | None = None,
 ) -> Path:
     """Write the int8 QDQ model calibrated on `batches`; nodes named in `exclude` stay in float. Concat inputs
-    then share their output's scale (onnx_qdq.share_concat_scales). With `calibration_cache`, the tensor
+    then share their output's scale (onnx/qdq.py: share_concat_scales). With `calibration_cache`, the tensor
     ranges are computed once and reused by later calls (they do not depend on `exclude`)."""
     import onnx
     from onnxruntime.quantization import (
@@ -42,7 +42,7 @@ def quantize(
         quantize_static,
     )
 
-    from compressor.runtimes import onnx_qdq
+    from compressor.runtimes.onnx import qdq as onnx_qdq
 
     rules = target.quantization
     exclude = [*exclude, *float_tails(onnx.load(str(fp32)).graph)]
@@ -77,7 +77,7 @@ def float_tails(graph) -> list[str]:
     end. Quantized, each elementwise node becomes its own int8 op between Q/DQ pairs (QLinearMul, QLinearAdd,
     QLinearSigmoid...): one more rounding per op (the VAE demo's int8 artifact was 1.2 dB further from torch)
     and no fewer passes over memory than the float chain ORT fuses (QuickGelu for SiLU)."""
-    from compressor.runtimes.onnx_graph import readers
+    from compressor.runtimes.onnx.graph import readers
 
     reading = readers(graph)
     frontier = [node for node in graph.node if node.op_type in _FLOAT_ONLY]

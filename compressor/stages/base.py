@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -12,16 +11,18 @@ if TYPE_CHECKING:
     import torch.nn as nn
 
     from compressor.context import RunContext
+    from compressor.quantization import QuantizationPlan
 
 
 @dataclass
 class StageResult:
-    """What a stage hands back: the new model plus what the manifest records about the change."""
+    """What a stage hands back: the new model plus what the manifest records about the change; a quantizing
+    stage also hands the runtime its quantization plan."""
 
     model: nn.Module
+    plan: QuantizationPlan | None = None
     state: dict[str, Any] = field(default_factory=dict)  # replayable record of architecture changes
     metrics: dict[str, Any] = field(default_factory=dict)
-    artifacts: dict[str, Path] = field(default_factory=dict)
 
 
 class StageConfig(BaseModel):
@@ -29,10 +30,9 @@ class StageConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: str
-    # Stages that make the final artifact (the runtime's own quantizer, QAT's QDQ export) rather than a new
-    # torch model set this and implement run_on_artifact(fp32_artifact, model, ctx, runtime): they run after
-    # the fp32 export, and get the torch model that was exported too.
-    after_export: ClassVar[bool] = False
+    # A quantizing stage (ptq, qat) ends the torch side: its plan tells the runtime how to quantize the export,
+    # so it comes last in a profile, and a profile has at most one.
+    quantizes: ClassVar[bool] = False
 
     def run(self, model: nn.Module, ctx: RunContext) -> StageResult:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -1,11 +1,13 @@
 """The qat stage: quantization-aware fine-tuning with NNCF, data-free, distilled from the fp32 model.
 
 NNCF inserts fake quantizers (per-channel symmetric weights on the target's grid: 7-bit on cpu-x86, see
-config.py; int8 activations) initialised by a post-training calibration on prior samples; the quantized model is then fine-tuned so that its output
+config.py; int8 activations) initialised by a post-training calibration on prior samples (or the user's calibration file); the quantized model
+is then fine-tuned so that its output
 matches the frozen fp32 reference on fresh prior samples (mean squared error), which lets the weights
 and quantizer scales adapt to the rounding. BatchNorm layers stay frozen (eval) while training: in train
 mode their batch statistics destroyed quality (DESIGN.md); the rewrite stage usually folds them first.
-The result leaves through `nncf.strip` as QDQ ONNX that the target runtime re-types for its kernels.
+The result leaves through `nncf.strip` as a torch model with fake-quantize ops (a `FakeQuantizedPlan`), which
+the target runtime exports as Q/DQ ONNX in the form its kernels want.
 
 NNCF, not a loop of our own: it places quantizers the way int8 kernels fuse them, unifies the scales of
 concatenated tensors and learns the scales. It is an optional extra (`pip install -e .[qat]`).
@@ -15,44 +17,39 @@ from __future__ import annotations
 
 import copy
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from compressor.budgets import FINAL_ARTIFACT
 from compressor.errors import ConfigError
-from compressor.layer_rules import LayerRule, describe_plan, precision_plan
+from compressor.layer_rules import precision_plan
 from compressor.modelcard import as_output_list
+from compressor.quantization import FakeQuantizedPlan
 from compressor.seeds import (
     CALIBRATION_SEED_OFFSET,
     QAT_CHECK_SEED_OFFSET,
     QAT_TRAIN_SEED_OFFSET,
 )
-from compressor.stages.base import StageConfig, StageResult
+from compressor.stages.base import StageResult
+from compressor.stages.quantizing import QuantizingStage
 
 if TYPE_CHECKING:
     import torch
     import torch.nn as nn
 
 
-class QATConfig(StageConfig):
-    """Fine-tune an int8 fake-quantized copy of the model against the fp32 one, then export it as QDQ."""
+class QATConfig(QuantizingStage):
+    """Fine-tune an int8 fake-quantized copy of the model against the fp32 one; the runtime exports it as QDQ."""
 
     kind: Literal["qat"] = "qat"
-    after_export: ClassVar[bool] = True
     steps: int = Field(300, ge=0, description="Fine-tuning steps (0 = NNCF's post-training init only).")
     batch: int = Field(32, ge=1, description="Prior samples per step.")
     lr: float = Field(1e-4, gt=0, description="Adam's starting learning rate (cosine decay to 0 over the steps).")
-    samples: int = Field(256, ge=16, description="Prior samples for the initial calibration.")
-    min_psnr: float = Field(30.0, description="Lowest PSNR (dB) vs the fp32 model the int8 artifact may have.")
-    rules: list[LayerRule] = Field(default_factory=list, description="Layers to keep in float; the last match wins.")
 
-    def run_on_artifact(self, fp32: Path, model: nn.Module, ctx, runtime) -> StageResult:
+    def run(self, model: nn.Module, ctx) -> StageResult:
         from compressor.stages import qat_nncf
 
-        target = ctx.config.target
-        self._check_supported(model, ctx, runtime)
+        self._check_supported(model, ctx)
         example = _nncf_item(self._inputs(ctx, CALIBRATION_SEED_OFFSET, 2))
         with qat_nncf.quiet():
             quantized, plan = self._quantize(qat_nncf.Wrapped(copy.deepcopy(model)).eval(), example, ctx)
@@ -63,30 +60,37 @@ class QATConfig(StageConfig):
         seconds, after = time.perf_counter() - start, _psnr(reference, quantized, ctx, held_out)
         with qat_nncf.quiet():
             stripped = qat_nncf.stripped(quantized, example)
-        out = runtime.export_quantized(stripped, ctx.card, target, fp32.parent / FINAL_ARTIFACT)
-        described = describe_plan(plan)
         metrics = {
-            "steps": self.steps, "train_seconds": seconds, "int8_layers": described["int8_layers"],
+            "steps": self.steps, "train_seconds": seconds, "calibration": self.calibration or f"prior ({self.samples} seeded samples)",
             "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
-            "psnr_db_before_training": before, "psnr_db_after_training": after, "precision": described["precision"],
+            "psnr_db_before_training": before, "psnr_db_after_training": after,
         }
-        return StageResult(model=None, state={"layers": described["layers"]}, artifacts={FINAL_ARTIFACT: out}, metrics=metrics)
+        return StageResult(model=model, plan=FakeQuantizedPlan(stripped, plan, self.min_psnr), metrics=metrics)
 
-    def _check_supported(self, model: nn.Module, ctx, runtime) -> None:
+    def _check_supported(self, model: nn.Module, ctx) -> None:
         import torch
 
         from compressor.stages import qat_nncf
 
-        target = ctx.config.target
-        if "int8" not in target.precisions or not hasattr(runtime, "export_quantized"):
-            raise ConfigError(
-                f"qat: target {target.name} has no int8 QDQ export (precisions {target.precisions}); "
-                "drop the qat stage from the profile or pick an int8 target"
-            )
+        self.check_target(ctx)
         if isinstance(model, torch.jit.ScriptModule):
             raise ConfigError("qat: NNCF cannot fine-tune a TorchScript model; load the model from a folder or state_dict")
         if len(ctx.card.inputs) > qat_nncf.MAX_INPUTS:
             raise ConfigError(f"qat: models with more than {qat_nncf.MAX_INPUTS} inputs are not supported yet; use ptq")
+
+    def _calibration(self, ctx) -> list[tuple[torch.Tensor, ...]]:
+        """NNCF's initial calibration batches: the user's file when given, else seeded prior samples."""
+        import torch
+
+        data = self.user_calibration(ctx)
+        if data is None:
+            return [self._inputs(ctx, CALIBRATION_SEED_OFFSET + i, 16) for i in range(-(-self.samples // 16))]
+        from compressor.calibration import batches
+
+        return [tuple(torch.from_numpy(a) for a in feed.values()) for feed in batches(data, 16)]
+
+    def _subset(self, calibration: list[tuple[torch.Tensor, ...]]) -> int:
+        return self.samples if self.calibration is None else sum(len(inputs[0]) for inputs in calibration)
 
     def _quantize(self, wrapped: nn.Module, example, ctx) -> tuple[nn.Module, dict[str, tuple[str, str]]]:
         """NNCF's post-training int8 model (the starting point of fine-tuning), layers kept in float as the
@@ -96,15 +100,15 @@ class QATConfig(StageConfig):
         nncf = qat_nncf.import_nncf()
         target = ctx.config.target
         layers, op_nodes = qat_nncf.quantizable_layers(wrapped, example)
-        plan, _ = precision_plan(layers, self.rules, "qat.rules", target)
+        plan, _ = precision_plan(layers, self.rules, "qat.rules", target, target.runtime.float_precision)
         float_ops = [node for layer, nodes in op_nodes.items() if plan[layer][0] != "int8" for node in nodes]
-        calibration = [self._inputs(ctx, CALIBRATION_SEED_OFFSET + i, 16) for i in range(-(-self.samples // 16))]
+        calibration = self._calibration(ctx)
         # The activation scheme the target runs: MIXED = asymmetric activations (what ORT x86 runs),
         # PERFORMANCE = symmetric (TensorRT). On the demos both gave the same quality after fine-tuning
         # (512 latents: DCGAN 46.1 vs 46.1 dB, VAE 44.3 vs 44.6 dB), so this only keeps the grids honest.
         preset = nncf.QuantizationPreset.PERFORMANCE if target.quantization.activation_symmetric else nncf.QuantizationPreset.MIXED
         quantized = nncf.quantize(
-            wrapped, nncf.Dataset([_nncf_item(inputs) for inputs in calibration]), subset_size=self.samples,
+            wrapped, nncf.Dataset([_nncf_item(inputs) for inputs in calibration]), subset_size=self._subset(calibration),
             preset=preset, ignored_scope=nncf.IgnoredScope(names=float_ops),
         )
         qat_nncf.use_weight_bits(quantized, target.quantization.weight_bits)
@@ -160,5 +164,5 @@ def _psnr(reference, model: nn.Module, ctx, inputs: tuple) -> float:
     """PSNR of `model`'s first output vs the reference model's (computed once by the caller) on `inputs`."""
     from compressor.evaluate.paired import data_range_of, psnr
 
-    value_range = data_range_of(next(iter(ctx.card.outputs.values())).range, reference)
+    value_range = data_range_of(ctx.card.output_range, reference)
     return psnr(reference, _first_output(model, inputs), value_range)

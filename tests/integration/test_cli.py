@@ -95,9 +95,9 @@ def test_dry_run_prints_plan_and_writes_nothing(capsys, monkeypatch, tmp_path, g
     plan = json.loads(out)
     assert rc == 0
     assert plan["steps"] == [
-        "load", "rewrite", "export", "quality reference",
+        "load", "rewrite", "ptq", "export", "quality reference",
         "parity model.fp32.onnx", "benchmark model.fp32.onnx", "quality model.fp32.onnx",
-        "ptq", "parity model.onnx", "benchmark model.onnx", "quality model.onnx", "budgets", "report",
+        "parity model.onnx", "benchmark model.onnx", "quality model.onnx", "budgets", "report",
     ]
     assert plan["config"]["target"]["benchmark"]["runs"] == 3
     assert not (tmp_path / "out").exists()
@@ -119,7 +119,7 @@ def test_inspect_json(capsys, monkeypatch, generator_folder):
     "args,expected",
     [
         (["targets"], "cpu-x86 (alias cpu): onnxruntime"),
-        (["targets", "show", "cpu"], '"runtime": "onnxruntime"'),
+        (["targets", "show", "cpu"], '"kind": "onnxruntime"'),
         (["profiles"], "balanced: stages ['rewrite', 'ptq']"),
         (["profiles", "show", "balanced"], '"kind": "rewrite"'),
         (["doctor"], "ok  runtime onnxruntime"),

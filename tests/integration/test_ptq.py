@@ -67,11 +67,11 @@ def test_weight_grid_follows_the_target(quantized, tmp_path):
 def test_manifest_records_calibration_and_quality(quantized):
     _, result = quantized
     ptq = next(stage for stage in result.manifest["stages"] if stage["name"] == "ptq")
-    assert ptq["metrics"] == {
-        "calibration": "prior (32 seeded samples)", "method": "percentile", "int8_layers": 3, "precision": "int8"
-    }
+    assert ptq["metrics"] == {"calibration": "prior (32 seeded samples)", "method": "percentile"}
     int8 = result.manifest["artifacts"]["model.onnx"]
     fp32 = result.manifest["artifacts"]["model.fp32.onnx"]
+    assert (int8["role"], fp32["role"]) == ("final", "baseline")
+    assert int8["details"]["calibration"] == "prior (32 seeded samples)" and int8["details"]["int8_layers"] == 3
     assert int8["precision"] == "int8" and int8["bytes"] < fp32["bytes"]
     assert 30 <= int8["parity"]["psnr_db"] < fp32["parity"]["psnr_db"]
 
@@ -104,13 +104,13 @@ def test_target_without_int8_refuses_ptq(quantized, tmp_path):
 def test_ptq_must_come_after_torch_stages(tmp_path):
     profile = tmp_path / "backwards.yaml"
     profile.write_text("name: backwards\nstages:\n  - {kind: ptq}\n  - {kind: rewrite}\n")
-    with pytest.raises(CompressorError, match="must come after all the others"):
+    with pytest.raises(CompressorError, match="must be the last stage"):
         api.plan(api.RunConfig(checkpoint=tmp_path, profile=str(profile)))
 
 
 def _float_conv_layers(path) -> set[str]:
     """Layers whose Conv weights are still float initializers in the artifact (not fed by DequantizeLinear)."""
-    from compressor.runtimes.onnx_layers import node_layers
+    from compressor.runtimes.onnx.layers import node_layers
 
     model = onnx.load(str(path))
     initializers = {init.name for init in model.graph.initializer}
@@ -122,9 +122,9 @@ def test_rule_keeps_a_layer_in_float_and_the_manifest_says_why(quantized, tmp_pa
     folder, _ = quantized
     result = _run(folder, tmp_path / "out", 'stages.ptq.rules=[{match: "blocks.5*", skip: true}]')
     assert _float_conv_layers(result.release_dir / "model.onnx") == {"blocks.5"}
-    ptq = next(stage for stage in result.manifest["stages"] if stage["name"] == "ptq")
-    assert ptq["state"]["layers"]["blocks.5"] == {"precision": "fp32", "reason": "rule 0 (match 'blocks.5*')"}
-    assert ptq["state"]["layers"]["blocks.2"] == {"precision": "int8", "reason": "default"}
+    layers = result.manifest["artifacts"]["model.onnx"]["details"]["layers"]
+    assert layers["blocks.5"] == {"precision": "fp32", "reason": "rule 0 (match 'blocks.5*')"}
+    assert layers["blocks.2"] == {"precision": "int8", "reason": "default"}
     assert "| `blocks.5` | fp32 | rule 0 (match 'blocks.5*') |" in result.report.read_text()
 
 
@@ -147,12 +147,12 @@ def test_auto_precision_keeps_the_most_sensitive_layers_in_float(quantized, tmp_
     plain_psnr = plain.manifest["artifacts"]["model.onnx"]["parity"]["psnr_db"]
     goal = plain_psnr + 3  # more than all-int8 reaches, so auto must move something to float
     result = _run(folder, tmp_path / "out", "stages.ptq.auto_precision=true", f"stages.ptq.min_psnr={goal}")
-    ptq = next(stage for stage in result.manifest["stages"] if stage["name"] == "ptq")
-    sensitivity = ptq["state"]["sensitivity_psnr_db"]
+    details = result.manifest["artifacts"]["model.onnx"]["details"]
+    sensitivity = details["sensitivity_psnr_db"]
     assert set(sensitivity) == {"project", "blocks.2", "blocks.5"}
-    kept = [layer for layer, entry in ptq["state"]["layers"].items() if entry["precision"] == "fp32"]
+    kept = [layer for layer, entry in details["layers"].items() if entry["precision"] == "fp32"]
     assert kept and min(sensitivity, key=sensitivity.get) in kept  # the most sensitive goes first
-    assert all(ptq["state"]["layers"][layer]["reason"].startswith("auto:") for layer in kept)
+    assert all(details["layers"][layer]["reason"].startswith("auto:") for layer in kept)
     assert result.manifest["artifacts"]["model.onnx"]["parity"]["psnr_db"] >= goal
 
 
@@ -170,12 +170,12 @@ def test_mixed_precision_is_labelled_as_such(quantized, tmp_path):
 
 
 def test_slower_than_fp32_is_warned_and_reported(caplog):
-    from compressor.api import _compare_with_fp32
+    from compressor.api import _compare_with_baseline
 
-    def timed(ms):
-        return {"latency": {"batches": {"1": {"median_ms": ms / 4}, "16": {"median_ms": ms}}}}
+    def timed(ms, role):
+        return {"role": role, "latency": {"batches": {"1": {"median_ms": ms / 4}, "16": {"median_ms": ms}}}}
 
-    artifacts = {"model.fp32.onnx": timed(2.0), "model.onnx": timed(3.0)}
-    _compare_with_fp32(artifacts, "model.fp32.onnx")
+    artifacts = {"model.fp32.onnx": timed(2.0, "baseline"), "model.onnx": timed(3.0, "final")}
+    _compare_with_baseline(artifacts)
     assert artifacts["model.onnx"]["latency_vs_fp32"] == {"batch": 16, "ratio": 1.5}
     assert "model.onnx is 1.50x SLOWER than model.fp32.onnx at batch 16" in caplog.text

@@ -59,7 +59,7 @@ def test_parity_and_manifest(trained):
     assert artifacts["model.onnx"]["precision"] == "int8"
     assert artifacts["model.onnx"]["bytes"] < artifacts["model.fp32.onnx"]["bytes"]
     assert artifacts["model.onnx"]["parity"]["ok"] and artifacts["model.onnx"]["parity"]["psnr_db"] >= 30
-    layers = next(stage for stage in result.manifest["stages"] if stage["name"] == "qat")["state"]["layers"]
+    layers = result.manifest["artifacts"]["model.onnx"]["details"]["layers"]
     assert set(layers) >= {"project"} and all(entry["precision"] == "int8" for entry in layers.values())
     report = result.report.read_text()
     assert "| `project` | int8 | default |" in report and "60 steps: PSNR vs fp32" in report
@@ -68,7 +68,7 @@ def test_parity_and_manifest(trained):
 def test_rule_keeps_a_layer_in_float(trained, tmp_path, caplog):
     folder, _ = trained
     result = _run(folder, tmp_path, 'stages.qat.rules=[{match: "project", precision: fp32}, {match: "nothing*", skip: true}]')
-    layers = next(stage for stage in result.manifest["stages"] if stage["name"] == "qat")["state"]["layers"]
+    layers = result.manifest["artifacts"]["model.onnx"]["details"]["layers"]
     assert layers["project"] == {"precision": "fp32", "reason": "rule 0 (match 'project')"}
     assert "rule 1 (match 'nothing*') matches no layer" in caplog.text
     ops = ops_ort_runs(result.release_dir / "model.onnx")
@@ -85,8 +85,19 @@ def test_ptq_and_qat_together_are_refused(trained, tmp_path):
     folder, _ = trained
     profile = tmp_path / "both.yaml"
     profile.write_text("name: both\nstages:\n  - kind: ptq\n  - kind: qat\n")
-    with pytest.raises(CompressorError, match="ptq and qat both write the int8 artifact"):
+    with pytest.raises(CompressorError, match="ptq and qat both quantize the final artifact"):
         api.run(api.RunConfig(checkpoint=folder, target="cpu", profile=str(profile), out=tmp_path / "out"))
+
+
+def test_user_calibration_file_initialises_qat(trained, tmp_path):
+    """--calibration reaches whichever quantizing stage the profile has (here qat, not ptq)."""
+    folder, _ = trained
+    data = tmp_path / "calib.npz"
+    np.savez(data, z=np.random.default_rng(0).standard_normal((32, 8)).astype(np.float32))
+    result = _run(folder, tmp_path / "out", "stages.qat.steps=0", calibration=data)
+    qat = next(stage for stage in result.manifest["stages"] if stage["name"] == "qat")
+    assert qat["config"]["calibration"] == str(data) and qat["metrics"]["calibration"] == str(data)
+    assert result.manifest["artifacts"]["model.onnx"]["parity"]["ok"]
 
 
 def test_torchscript_model_is_refused(tmp_path):

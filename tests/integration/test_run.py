@@ -13,7 +13,7 @@ import pytest
 
 from compressor import api
 from compressor.errors import CheckpointError, ParityError
-from compressor.runtimes import onnxruntime as ort_runtime
+from compressor.runtimes.onnxruntime import OnnxRuntime
 from compressor.testing.ort_ops import ops_ort_runs
 
 FAST = ("target.benchmark.runs=3", "target.benchmark.warmup=1", "stages.ptq.samples=32")
@@ -54,9 +54,9 @@ def test_manifest_records_versions_input_config_stages_and_artifact(release):
     assert m["input"]["format"] == "folder" and len(m["input"]["sha256"]) == 64
     assert len(m["config_sha256"]) == 64 and m["config"]["target"]["name"] == "cpu-x86"
     assert [s["name"] for s in m["stages"]] == [
-        "load", "rewrite", "export", "quality reference",
+        "load", "rewrite", "ptq", "export", "quality reference",
         "parity model.fp32.onnx", "benchmark model.fp32.onnx", "quality model.fp32.onnx",
-        "ptq", "parity model.onnx", "benchmark model.onnx", "quality model.onnx",
+        "parity model.onnx", "benchmark model.onnx", "quality model.onnx",
     ]
     for name, artifact in m["artifacts"].items():
         onnx_bytes = (result.release_dir / name).read_bytes()
@@ -95,7 +95,7 @@ def test_interrupted_run_leaves_previous_release_untouched(release, tmp_path, mo
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt  # what Ctrl-C raises in the middle of a step
 
-    monkeypatch.setattr(ort_runtime, "benchmark", interrupted)
+    monkeypatch.setattr(OnnxRuntime, "benchmark", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _run(release[0], out)
     assert _snapshot(out / "cpu-x86") == before

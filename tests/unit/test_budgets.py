@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from compressor.budgets import BudgetError, Budgets, check_budgets, failures
+from compressor.release.budgets import BudgetError, Budgets, check_budgets, failures
 
 
 def _manifest(quality=None):
     artifact = {
+        "role": "final",
         "bytes": 2_500_000,
         "latency": {"batches": {"1": {"median_ms": 0.5}, "16": {"median_ms": 4.0}}},
         "quality": quality if quality is not None else {
@@ -56,5 +57,6 @@ def test_a_budget_on_a_metric_not_computed_is_an_error_saying_why(quality, budge
 
 
 def test_a_release_without_the_final_artifact_is_refused():
-    with pytest.raises(BudgetError, match="no model.onnx record"):
-        check_budgets({"artifacts": {}}, Budgets.model_validate({"size_mb": {"max": 1}}))
+    baseline_only = {"artifacts": {"model.fp32.onnx": {"role": "baseline", "bytes": 1}}}
+    with pytest.raises(BudgetError, match="marks no artifact as final"):
+        check_budgets(baseline_only, Budgets.model_validate({"size_mb": {"max": 1}}))

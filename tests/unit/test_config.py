@@ -75,6 +75,8 @@ def test_user_target_file(tmp_path):
     [
         ("name: mine\nruntime: tensorflow\n", "runtime"),
         ("name: mine\nruntime: onnxruntime\ncolour: blue\n", "colour"),
+        ("name: mine\nruntime: onnxruntime\nopset: 17\n", "opset is a runtime option now"),
+        ("name: mine\nruntime: {kind: onnxruntime, workspace_mb: 64}\n", "workspace_mb"),
         ("name: [unclosed\n", "not valid YAML"),
     ],
 )
@@ -84,6 +86,27 @@ def test_invalid_target_file_names_file_and_field(tmp_path, text, expected):
     with pytest.raises(ConfigError) as info:
         load_target(str(path))
     assert str(path) in info.value.message and expected in info.value.message
+
+
+def test_runtime_options_live_in_the_runtime_section(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\nruntime: {kind: onnxruntime, opset: 17}\n")
+    assert load_target(str(path)).runtime.opset == 17
+    assert load_target("cpu").runtime.kind == "onnxruntime"
+
+
+@pytest.mark.parametrize(
+    "stages,expected",
+    [
+        ("[{kind: ptq}, {kind: rewrite}]", "must be the last stage"),
+        ("[{kind: rewrite}, {kind: ptq}, {kind: qat}]", "keep one of them"),
+    ],
+)
+def test_the_quantizing_stage_comes_last_and_alone(tmp_path, stages, expected):
+    path = tmp_path / "p.yaml"
+    path.write_text(f"name: p\nstages: {stages}\n")
+    with pytest.raises(ConfigError, match=expected):
+        load_profile(str(path))
 
 
 def test_missing_target_file_is_reported(tmp_path):

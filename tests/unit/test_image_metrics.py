@@ -13,7 +13,7 @@ import torch
 from compressor.evaluate.fd_surrogate import RandomConvFeatures
 from compressor.evaluate.images import ImageSetError, load_real_images, to_unit_rgb
 from compressor.evaluate.paired import psnr, ssim
-from compressor.report.gallery import write_gallery
+from compressor.release.gallery import write_gallery
 
 
 def test_ssim_of_identical_images_is_one_and_falls_with_noise():

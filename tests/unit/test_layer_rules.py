@@ -10,8 +10,8 @@ import torch
 from compressor.layer_rules import LayerRule, apply_rules
 from compressor.modelcard import ModelCard
 from compressor.rewrites import decompose_convtranspose, fold_batchnorm
-from compressor.runtimes.onnx_export import export_onnx
-from compressor.runtimes.onnx_layers import compute_layers, node_layers, nodes_of
+from compressor.runtimes.onnx.export import export_onnx
+from compressor.runtimes.onnx.layers import compute_layers, node_layers, nodes_of
 from compressor.testing.models import TinyGenerator, card_dict, randomized
 
 LAYERS = ["project", "blocks.2", "blocks.5", "head.conv"]

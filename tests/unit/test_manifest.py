@@ -8,7 +8,7 @@ import os
 import pytest
 
 from compressor.errors import OutputError
-from compressor.manifest import Manifest, ReleaseFolder, read_manifest
+from compressor.release.manifest import Manifest, ReleaseFolder, read_manifest
 
 
 def _snapshot(folder):

@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from compressor.runtimes.onnx_graph import fold_pads_into_convs
+from compressor.runtimes.onnx.graph import fold_pads_into_convs
 
 
 def _pad_conv_model(pads, fill=0.0, mode="constant", second_reader=False) -> onnx.ModelProto:

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from compressor.runtimes.onnx_qdq import (
+from compressor.runtimes.onnx.qdq import (
     quantize_biases,
     requantize_before_convs,
     retype_activations_to_uint8,

@@ -22,7 +22,7 @@ from compressor.rewrites.convtranspose_1x1 import LinearConvTranspose1x1
 from compressor.rewrites.linear_channels_last import ChannelsLastLinear
 from compressor.rewrites.narrow_conv import BlockedConv2d, block_factor
 from compressor.rewrites.reflection_pad import GatherReflectionPad2d
-from compressor.runtimes.onnx_export import export_onnx
+from compressor.runtimes.onnx.export import export_onnx
 from compressor.testing.models import TinyDecoder, TinyGenerator, randomized
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compressor.report.png import write_png
+from compressor.release.png import write_png
 
 GALLERY_FILE = "gallery.png"
 COLUMNS = 8

@@ -111,12 +111,12 @@ def _export_torchscript(model: nn.Module, example: tuple, card: ModelCard, path:
 
 
 def _clean_up(path: Path) -> None:
-    """Exact graph clean-ups (see onnx_graph.py), and drop the stack traces the exporter records per node:
+    """Exact graph clean-ups (see graph.py), and drop the stack traces the exporter records per node:
     they hold absolute paths, so the same model exported from two folders would give different bytes.
     Module names and op provenance stay."""
     import onnx
 
-    from compressor.runtimes.onnx_graph import fold_pads_into_convs
+    from compressor.runtimes.onnx.graph import fold_pads_into_convs
 
     model = onnx.load(str(path))
     for node in model.graph.node:

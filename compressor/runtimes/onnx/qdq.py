@@ -29,9 +29,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from compressor.runtimes.onnx_graph import pads_with_zero
-from compressor.runtimes.onnx_graph import producers as graph_producers
-from compressor.runtimes.onnx_graph import readers as graph_readers
+from compressor.runtimes.onnx.graph import pads_with_zero
+from compressor.runtimes.onnx.graph import producers as graph_producers
+from compressor.runtimes.onnx.graph import readers as graph_readers
 
 # Ops that move values without changing them (or pad with 0.0, which is on every quantization grid).
 _LAYOUT_OPS = {"Transpose", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Concat", "Pad", "Slice", "DepthToSpace",

@@ -22,7 +22,8 @@ from compressor import __version__
 from compressor.errors import OutputError, first_line
 
 MANIFEST_FILE = "manifest.json"
-_VERSIONED = ("torch", "onnx", "onnxruntime", "onnxscript", "numpy")
+SCHEMA_VERSION = 2  # 2: artifacts carry a role (final / baseline) and a format; the runtime is named at the top
+_VERSIONED = ("torch", "onnx", "onnxruntime", "onnxscript", "numpy", "nvidia-modelopt")
 
 
 def library_versions() -> dict[str, str]:

@@ -14,11 +14,11 @@ from xml.etree import ElementTree
 
 from pydantic import ValidationError
 
-from compressor.budgets import BudgetError, Budgets, check_budgets, failures, limit_text
+from compressor.release.budgets import BudgetError, Budgets, check_budgets, failures, limit_text
 from compressor.config import assign_override, parse_set_value
 from compressor.errors import UsageError, validation_summary
-from compressor.manifest import read_manifest
-from compressor.report.markdown import budget_table
+from compressor.release.manifest import read_manifest
+from compressor.release.report import budget_table
 
 
 def gate(manifest_path: Path, sets: list[str] = ()) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -51,7 +51,7 @@ def junit_xml(checks: dict[str, dict[str, Any]], name: str) -> str:
     failed = failures(checks)
     suite = ElementTree.Element("testsuite", name=f"compressor budgets: {name}", tests=str(len(checks)), failures=str(len(failed)))
     for budget, check in checks.items():
-        case = ElementTree.SubElement(suite, "testcase", classname="compressor.budgets", name=budget)
+        case = ElementTree.SubElement(suite, "testcase", classname="compressor.release.budgets", name=budget)
         case.set("time", "0")  # nothing was run: the values were measured by `compressor run`
         if not check["ok"]:
             failure = ElementTree.SubElement(case, "failure", message=describe_check(budget, check))

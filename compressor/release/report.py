@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from compressor.budgets import limit_text
+from compressor.release.budgets import final_artifact, limit_text
 
 REPORT_FILE = "report.md"
 
@@ -31,7 +31,7 @@ def _title(manifest: Manifest) -> str:
     return (
         f"# {card['name']} for {target['name']}\n\n"
         f"Status: **{manifest.get('status', 'unknown')}**. Profile `{manifest['config']['profile']['name']}`, "
-        f"runtime `{target['runtime']}`, seed {manifest['seed']}, config `{manifest['config_sha256'][:12]}`."
+        f"runtime `{target['runtime']['kind']}`, seed {manifest['seed']}, config `{manifest['config_sha256'][:12]}`."
     )
 
 
@@ -41,7 +41,7 @@ def _budgets(manifest: Manifest) -> str:
         return ""
     failed = [name for name, check in checks.items() if not check["ok"]]
     verdict = f"**FAILED: {', '.join(failed)}**" if failed else "all pass"
-    return f"## Budgets (model.onnx): {verdict}\n\n{budget_table(checks)}"
+    return f"## Budgets ({final_artifact(manifest)[0]}): {verdict}\n\n{budget_table(checks)}"
 
 
 def budget_table(checks: dict[str, dict[str, Any]]) -> str:
@@ -175,14 +175,14 @@ def _latency(manifest: Manifest) -> str:
 
 def _layer_precisions(manifest: Manifest) -> str:
     """Every quantized layer's precision and the reason for it (default, a rule, or auto sensitivity)."""
-    quantize = next((step for step in manifest.get("stages", []) if step["name"] in ("ptq", "qat")), None)
-    if not quantize or not quantize.get("state", {}).get("layers"):
+    details = final_artifact(manifest)[1].get("details") or {}
+    if not details.get("layers"):
         return ""
-    sensitivity = quantize["state"].get("sensitivity_psnr_db", {})
+    sensitivity = details.get("sensitivity_psnr_db", {})
     rows = [
         f"| `{layer}` | {entry['precision']} | {entry['reason']} | "
         f"{f'{sensitivity[layer]:.1f}' if layer in sensitivity else '-'} |"
-        for layer, entry in quantize["state"]["layers"].items()
+        for layer, entry in details["layers"].items()
     ]
     header = (
         "## Layer precisions\n\nSensitivity: PSNR (dB) of the output when only that layer is int8 (lower = more "

@@ -1,4 +1,4 @@
-"""Budgets: limits on the final artifact's size, latency and quality, checked from the manifest alone.
+"""Budgets: limits on the final artifact's (the one whose role is `final`) size, latency and quality, checked from the manifest alone.
 
 A profile's `budgets:` section (each entry overridable with `--set budgets.<name>.<field>=...`) names
 the limits; `check_budgets` reads the values a run recorded and returns `{value, limit, ok}` per budget.
@@ -13,9 +13,6 @@ from typing import Any, Callable
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from compressor.errors import CompressorError
-
-FINAL_ARTIFACT = "model.onnx"
-
 
 class BudgetError(CompressorError):
     """A budget names a metric the release did not compute (bad input: exit 1)."""
@@ -64,10 +61,19 @@ class Budgets(_Limit):
 
 def check_budgets(manifest: dict[str, Any], budgets: Budgets) -> dict[str, dict[str, Any]]:
     """`{name: {value, limit, ok, ...}}` for every budget, from the values the manifest recorded."""
-    artifact = manifest.get("artifacts", {}).get(FINAL_ARTIFACT)
-    if artifact is None:
-        raise BudgetError(f"the manifest has no {FINAL_ARTIFACT} record; it is not a finished release")
+    _, artifact = final_artifact(manifest)
     return {name: _check(name, limit, artifact) for name, limit in budgets.named().items()}
+
+
+def final_artifact(manifest: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(file name, record) of the artifact the release ships: the one whose role is final."""
+    for name, record in manifest.get("artifacts", {}).items():
+        if record.get("role") == "final":
+            return name, record
+    raise BudgetError(
+        "the manifest marks no artifact as final: it is not a finished release, or an older compressor made it; "
+        "rerun compressor run"
+    )
 
 
 def failures(checks: dict[str, dict[str, Any]]) -> list[str]:

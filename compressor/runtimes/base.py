@@ -1,0 +1,106 @@
+"""The seam every runtime plugs into: a `Runtime` back end, its options schema, and the `Artifact`s it writes.
+
+A runtime turns the compressed torch model, and the quantization plan the profile's quantizing stage made
+(if any), into files for its engine: `export(model, card, plan, out) -> [Artifact]`. It can run them
+(`load(artifact) -> runner`, a callable from input arrays by name to output arrays) and time them
+(`benchmark`). Everything after the export (parity, latency, quality, budgets, gate, report, manifest)
+reads `Artifact`s and never assumes a file name or a format: the artifact whose role is `final` is the
+one a release ships and budgets judge; a `baseline` is the uncompressed export kept beside it.
+
+A runtime's options are the target YAML's `runtime:` section, a pydantic model whose `kind` names the
+runtime; `compressor.runtimes` gathers them into one discriminated union, so a target for one runtime
+cannot carry another's options and the JSON schema says which fields each takes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from compressor.files import sha256_file
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch.nn as nn
+
+    from compressor.config import Target
+    from compressor.modelcard import ModelCard
+    from compressor.quantization import QuantizationPlan
+
+Runner = Callable[[dict[str, "np.ndarray"]], list["np.ndarray"]]
+Role = Literal["final", "baseline"]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One file a runtime wrote for the release, and what it is."""
+
+    path: Path
+    format: str  # e.g. "onnx"
+    precision: str  # "fp32", "fp16", "int8" or "mixed"
+    role: Role
+    details: dict[str, Any] | None = None  # what made it: per-layer precisions, calibration, ...
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def record(self) -> dict[str, Any]:
+        """What the manifest keeps of it (the file is hashed now: it is complete once a runtime returns it)."""
+        record = {
+            "file": self.name, "format": self.format, "precision": self.precision, "role": self.role,
+            "sha256": sha256_file(self.path), "bytes": self.path.stat().st_size,
+        }
+        return {**record, **({"details": self.details} if self.details else {})}
+
+
+class RuntimeOptions(BaseModel):
+    """Base of each runtime's options: frozen, unknown keys rejected, `kind` names the runtime."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: str
+
+
+class Runtime:
+    """A back end. Subclasses set `name` and `Options`, and implement the methods below; one instance serves
+    one target (its options are `target.runtime`)."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type[RuntimeOptions]]
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.options = target.runtime
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """None when runs for this runtime can work here; else what is missing and how to get it."""
+        raise NotImplementedError
+
+    def export(self, model: nn.Module, card: ModelCard, plan: QuantizationPlan | None, out: Path) -> list[Artifact]:
+        """Write the artifacts into the folder `out`: the baseline first (when there is one), the final last."""
+        raise NotImplementedError
+
+    def artifact_names(self, quantized: bool) -> list[str]:
+        """The file names `export` will write, in order (for --dry-run's list of steps)."""
+        raise NotImplementedError
+
+    def load(self, artifact: Artifact) -> Runner:
+        raise NotImplementedError
+
+    def benchmark(self, artifact: Artifact, card: ModelCard, seed: int) -> dict[str, Any]:
+        """Latency per batch size the target lists: `{"batches": {"1": {"median_ms", "p90_ms", ...}}, ...}`,
+        or `{"pending": why}` when this machine cannot time the artifact (it is timed on the device later)."""
+        raise NotImplementedError
+
+    def numerics_note(self) -> str | None:
+        """None when `load` runs artifacts on the target's own runtime; else how they are run instead (e.g.
+        simulated on ONNX Runtime's CPU), which every parity and quality figure is labelled with."""
+        return None
+
+    def release_files(self, artifacts: list[Artifact], card: ModelCard, out: Path) -> list[Path]:
+        """Extra files the release needs on the device (a build script, ...); written into `out`."""
+        return []

@@ -1,0 +1,118 @@
+"""What the ONNX-based runtimes (ONNX Runtime, TensorRT) share: export the model to ONNX, turn a quantization
+plan into a Q/DQ ONNX artifact with the runtime's own quantizer, and run artifacts in ONNX Runtime.
+
+Without a plan the fp32 export is the final artifact (`model.onnx`). With one, the fp32 export is kept as the
+baseline (`model.fp32.onnx`) and the quantized model becomes `model.onnx`:
+- a `CalibrationPlan` (ptq): layers are read off the export's node metadata, `choose_precisions` applies the
+  rules and the auto mode, and the subclass's `quantize_nodes` writes the Q/DQ model with the chosen layers'
+  nodes left in float;
+- a `FakeQuantizedPlan` (qat): the fake-quantized torch model is exported as Q/DQ, and the subclass's
+  `finish_fake_quantized` rewrites that graph into the form its kernels want.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compressor.quantization import CalibrationPlan, FakeQuantizedPlan, choose_precisions, float_layers
+from compressor.runtimes.base import Artifact, Runtime, Runner
+
+if TYPE_CHECKING:
+    import onnx
+    import torch.nn as nn
+
+    from compressor.modelcard import ModelCard
+    from compressor.quantization import QuantizationPlan
+
+FINAL = "model.onnx"
+BASELINE = "model.fp32.onnx"  # kept beside a quantized final artifact
+
+
+class OnnxBackend(Runtime):
+    """A runtime whose artifacts are ONNX files. Subclasses set `name`, `Options`, `providers` and implement
+    `quantize_nodes` and `finish_fake_quantized`."""
+
+    def export(self, model: nn.Module, card: ModelCard, plan: QuantizationPlan | None, out: Path) -> list[Artifact]:
+        from compressor.runtimes.onnx.export import export_onnx
+
+        fp32 = export_onnx(model, card, out / (BASELINE if plan else FINAL), opset=self.options.opset)
+        if plan is None:
+            return [Artifact(fp32, "onnx", "fp32", "final")]
+        baseline = Artifact(fp32, "onnx", "fp32", "baseline")
+        if isinstance(plan, FakeQuantizedPlan):
+            return [baseline, self._export_fake_quantized(plan, card, out / FINAL)]
+        return [baseline, self._quantize_calibrated(baseline, plan, card, out / FINAL)]
+
+    def artifact_names(self, quantized: bool) -> list[str]:
+        return [BASELINE, FINAL] if quantized else [FINAL]
+
+    def quantize_nodes(self, fp32: Path, out: Path, plan: CalibrationPlan, float_nodes: list[str], cache: Path) -> Path:
+        """Write the Q/DQ model of `fp32` calibrated as `plan` says, the nodes `float_nodes` left in float.
+        `cache` is a scratch file a quantizer may keep calibration ranges in across calls (auto mode)."""
+        raise NotImplementedError
+
+    def check_quantizable(self, graph: onnx.ModelProto) -> None:
+        """Refuse, or warn about, what this runtime cannot quantize well in the fp32 export (before any work)."""
+
+    def finish_fake_quantized(self, graph: onnx.ModelProto) -> None:
+        """Rewrite, in place, the Q/DQ export of a fake-quantized model into what this runtime runs fast."""
+        raise NotImplementedError
+
+    def load(self, artifact: Artifact) -> Runner:
+        """A runner on an ONNX Runtime session set up as the target says."""
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(artifact.path), self.session_options(), providers=["CPUExecutionProvider"])
+        return lambda feeds: session.run(None, feeds)
+
+    def session_options(self):
+        """ORT session options as the target says (threads), with the optimizations int8 needs."""
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        # ALL enables QDQ fusion and the NHWC layout pass; at BASIC int8 runs slower than fp32 (docs/architecture.md).
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = self.target.benchmark.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        return options
+
+    def _quantize_calibrated(self, baseline: Artifact, plan: CalibrationPlan, card: ModelCard, out: Path) -> Artifact:
+        import onnx
+
+        from compressor.runtimes.onnx.layers import compute_layers, nodes_of
+
+        graph = onnx.load(str(baseline.path))
+        self.check_quantizable(graph)
+        cache = out.parent / "calibration-cache.json"  # calibrate once across auto mode's trials
+        cache.unlink(missing_ok=True)
+
+        def quantize(kept_float: set[str], path: Path) -> Path:
+            return self.quantize_nodes(baseline.path, path, plan, nodes_of(graph, kept_float), cache)
+
+        runner = self.load(baseline)
+        described = choose_precisions(
+            plan, compute_layers(graph), self.target, self.options.float_precision, quantize,
+            probe=lambda path: self.load(Artifact(path, "onnx", "int8", "final"))(plan.probe)[0],
+            scratch=out.parent / "sensitivity.onnx", reference=runner(plan.probe)[0], value_range=card.output_range,
+        )
+        quantize(float_layers(described), out)
+        cache.unlink(missing_ok=True)  # not part of the release
+        return Artifact(out, "onnx", described.pop("precision"), "final", {**plan.describe(), **described})
+
+    def _export_fake_quantized(self, plan: FakeQuantizedPlan, card: ModelCard, out: Path) -> Artifact:
+        import onnx
+
+        from compressor.layer_rules import describe_plan
+        from compressor.runtimes.onnx.export import export_fake_quantized
+        from compressor.runtimes.onnx.graph import fold_pads_into_convs
+
+        export_fake_quantized(plan.model, card, out, opset=self.options.opset)
+        graph = onnx.load(str(out))
+        fold_pads_into_convs(graph)  # first: a Pad between a requantized tensor and its conv would block fusion
+        self.finish_fake_quantized(graph)
+        onnx.checker.check_model(graph)
+        onnx.save(graph, str(out))
+        described: dict[str, Any] = describe_plan(plan.layers)
+        return Artifact(out, "onnx", described.pop("precision"), "final", {**plan.describe(), **described})
