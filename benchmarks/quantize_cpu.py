@@ -39,8 +39,8 @@ from compressor.evaluate.latency import time_callable
 from compressor.evaluate.paired import data_range_of, psnr
 from compressor.hostcpu import cpu_flags
 from compressor.runtimes.base import Artifact
-from compressor.runtimes.onnxruntime import OnnxRuntime
 from compressor.runtimes.onnx.export import export_onnx
+from compressor.runtimes.onnxruntime import OnnxRuntime
 from compressor.seeds import (
     BENCHMARK_QUALITY_SEED_OFFSET,
     BENCHMARK_SEED_OFFSET,

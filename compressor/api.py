@@ -117,6 +117,7 @@ def run(config: RunConfig, on_step: Callable[[str, str], None] | None = None) ->
     """Compress, export, check and time the model; write the release atomically to OUT/<target-name>/."""
     resolved = _resolve(config)
     runtime = runtime_for(resolved.target)  # fail before any work if the runtime is missing
+    runtime.check_profile(resolved.profile)
     release = ReleaseFolder(config.out, resolved.target.name)
     release.preflight()
     steps = Steps(on_step)

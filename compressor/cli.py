@@ -86,18 +86,77 @@ def gate(
     junit: Annotated[Optional[Path], typer.Option(help="Write the verdict as JUnit XML (one test case per budget).")] = None,
     summary: Annotated[Optional[Path], typer.Option(help="Append a Markdown summary (e.g. $GITHUB_STEP_SUMMARY).")] = None,
 ) -> None:
-    """Re-check a finished release against budgets from its manifest alone; exit 3 when one fails."""
+    """Re-check a finished release against budgets from its manifest alone; exit 3 when one fails, 4 when one
+    cannot be judged yet (a TensorRT release's latency, before build-engine)."""
     from compressor.release import gate as gating
+    from compressor.release.budgets import verdict
 
     data, checks = gating.gate(manifest, list(set_))
     for name, check in checks.items():
-        typer.echo(f"{'pass' if check['ok'] else 'FAIL'} {gating.describe_check(name, check)}")
+        typer.echo(f"{verdict(check)} {gating.describe_check(name, check)}")
     if junit:
         junit.write_text(gating.junit_xml(checks, data["model"]["card"]["name"]))
     if summary:
         with open(summary, "a") as handle:
             handle.write(gating.markdown_summary(data, checks))
     _fail_on_budgets(checks, manifest)
+
+
+@app.command("build-engine")
+def build_engine(
+    release: Annotated[Path, typer.Argument(help="A TensorRT release folder (written by `compressor run --target jetson|gpu`).")],
+    timing_cache: Annotated[
+        Optional[Path], typer.Option(help="TensorRT timing cache to reuse and update (speeds up rebuilds).")
+    ] = None,
+) -> None:
+    """On the device: build the TensorRT engine of RELEASE, time it, and add both to the release; then judge budgets."""
+    from compressor.api import Steps
+    from compressor.release.budgets import final_artifact
+    from compressor.release.engine import build_release_engine
+
+    steps = Steps(_progress())
+    manifest = steps.run("build engine", lambda: build_release_engine(release, timing_cache))
+    engine = manifest["engine"]
+    typer.echo(f"{release / engine['file']}: {engine['device']}, TensorRT {engine['tensorrt_version']}, "
+               f"built in {engine['build_seconds']:.1f} s")
+    _, record = final_artifact(manifest)
+    for batch, stats in record["latency"]["batches"].items():
+        typer.echo(f"  batch {batch}: median {stats['median_ms']:.3f} ms, p90 {stats['p90_ms']:.3f} ms")
+    _fail_on_budgets(manifest.get("budgets", {}), release)
+
+
+@app.command("check-tensorrt")
+def check_tensorrt(
+    model: Annotated[Path, typer.Argument(help="An ONNX file, ours or any other.")],
+    target: Annotated[str, typer.Option(help="A TensorRT target (name, alias or YAML path): its version and opset limit.")] = "jetson",
+) -> None:
+    """Check an ONNX file against TensorRT's explicit-quantization rules and its parser's operators; exit 1 if broken."""
+    from compressor.config import load_target
+    from compressor.errors import ConfigError
+    from compressor.runtimes.onnx import tensorrt_rules
+    from compressor.runtimes.tensorrt import TensorRT
+
+    resolved = load_target(target)
+    if resolved.runtime.kind != "tensorrt":
+        raise ConfigError(f"target {resolved.name} runs {resolved.runtime.kind}, not TensorRT; pass --target jetson or gpu")
+    version, max_opset = resolved.runtime.tensorrt_version, TensorRT(resolved).max_opset()
+    violations = tensorrt_rules.check(_readable_onnx(model), version, max_opset)
+    for violation in violations:
+        typer.echo(f"{violation.rule}: {violation.message}")
+    if violations:
+        raise ConfigError(f"{model}: {len(violations)} problem(s) for TensorRT {version} (opset <= {max_opset}), listed above")
+    typer.echo(f"{model}: ok for TensorRT {version} (opset <= {max_opset}) on target {resolved.name}")
+
+
+def _readable_onnx(path: Path):
+    import onnx
+
+    from compressor.errors import ConfigError, first_line
+
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:  # missing, unreadable, not protobuf: onnx raises several types
+        raise ConfigError(f"{path}: not a readable ONNX file ({first_line(exc)}); pass an .onnx model") from exc
 
 
 @app.command("fid-stats")
@@ -125,11 +184,14 @@ def fid_stats(
 
 
 def _fail_on_budgets(checks: dict, where) -> None:
-    from compressor.release.budgets import BudgetFailed, failures
+    """Exit 3 when a budget failed; else exit 4 when one cannot be judged yet (a TensorRT release's latency)."""
+    from compressor.release.budgets import BudgetFailed, BudgetPending, failures, pending
 
-    failed = failures(checks)
+    failed, waiting = failures(checks), pending(checks)
     if failed:
         raise BudgetFailed(f"{where}: budget failed: {'; '.join(failed)} (the release is written; see its report)")
+    if waiting:
+        raise BudgetPending(f"{where}: cannot judge {'; '.join(waiting)}")
 
 
 @app.command()
@@ -269,18 +331,23 @@ def _progress():
 
 
 def _print_outcome(result) -> None:
+    from compressor.release.budgets import limit_text, value_text, verdict
+
     artifacts = result.manifest["artifacts"]
     for name, record in artifacts.items():
         parity = record["parity"]
+        simulated = f" ({record['numerics']})" if "numerics" in record else ""
         typer.echo(
             f"{name} ({record['precision']}): {record['bytes'] / 1e6:.2f} MB, vs torch: PSNR {parity['psnr_db']:.1f} dB, "
-            f"max abs error {parity['max_abs_error']:.2e}"
+            f"max abs error {parity['max_abs_error']:.2e}{simulated}"
         )
-        for batch, stats in record["latency"]["batches"].items():
+        if "pending" in record["latency"]:
+            typer.echo(f"  latency pending: {record['latency']['pending']}")
+        for batch, stats in record["latency"].get("batches", {}).items():
             typer.echo(f"  batch {batch}: median {stats['median_ms']:.3f} ms, p90 {stats['p90_ms']:.3f} ms")
         typer.echo(f"  quality: {_quality_line(record.get('quality', {}))}")
     for name, check in result.budgets.items():
-        typer.echo(f"budget {name}: {check['value']:.4g} ({check['bound']} {check['limit']:.4g}) {'pass' if check['ok'] else 'FAIL'}")
+        typer.echo(f"budget {name}: {value_text(check)} ({limit_text(check)}) {verdict(check)}")
     typer.echo(f"release: {result.release_dir}")
     typer.echo(f"report:  {result.report}")
 

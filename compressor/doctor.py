@@ -11,10 +11,33 @@ def check_all() -> dict[str, str | None]:
 
     checks: dict[str, str | None] = {f"runtime {name}": runtime.unavailable_reason() for name, runtime in RUNTIMES.items()}
     checks["runtime tflite"] = "not implemented yet in this version" + _also_missing("ai_edge_litert", "the [tflite] extra")
+    checks.update(_targets())
     checks["cuda gpu"] = _cuda_reason()
     checks["extra qat (nncf)"] = None if importlib.util.find_spec("nncf") else "NNCF is not installed; pip install -e '.[qat]'"
     checks["int8 vnni"] = _vnni_reason()
     checks["fid weights"] = _fid_reason()
+    return checks
+
+
+def _targets() -> dict[str, str | None]:
+    """Per bundled target: None when everything it needs is here, else what it can and cannot do here."""
+    from compressor.config import bundled, load_target
+    from compressor.hostcpu import cpu_flags, has_vnni
+    from compressor.runtimes import RUNTIMES
+
+    checks = {}
+    for name in sorted({path.stem for path in bundled("targets").values()}):
+        target = load_target(name)
+        runtime = RUNTIMES[target.runtime.kind]
+        reason, done = runtime.unavailable_reason(), runtime.work_done_here()
+        if reason:
+            checks[f"target {name}"] = f"cannot run here: {reason}"
+        elif "only on the device" in done:
+            checks[f"target {name}"] = done
+        elif target.runtime.kind == "onnxruntime" and target.quantization.weight_bits == 8 and not has_vnni(cpu_flags()):
+            checks[f"target {name}"] = f"{done}, but this CPU has no VNNI: its 8-bit int8 weights saturate here"
+        else:
+            checks[f"target {name}"] = None
     return checks
 
 

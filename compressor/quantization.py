@@ -82,6 +82,17 @@ def choose_precisions(
     return {**describe_plan(precisions), "sensitivity_psnr_db": sensitivity}
 
 
+def as_quantized(described: dict[str, Any], int8: set[str], float_precision: str) -> dict[str, Any]:
+    """The `choose_precisions` record corrected by what the artifact really holds (`int8`: its int8 layers): a
+    runtime's quantizer may keep layers in float on its own (ModelOpt keeps narrow convs and GEMVs for TensorRT
+    speed), and the manifest must say what ships, not what was asked."""
+    plan = {layer: (entry["precision"], entry["reason"]) for layer, entry in described["layers"].items()}
+    for layer, (precision, _) in plan.items():
+        if precision == "int8" and layer not in int8:
+            plan[layer] = (float_precision, "kept in float by the runtime's quantizer")
+    return {**described, **describe_plan(plan)}
+
+
 def float_layers(described: dict[str, Any]) -> set[str]:
     """The layers a `choose_precisions` record keeps out of int8."""
     return {layer for layer, entry in described["layers"].items() if entry["precision"] != "int8"}

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from compressor.errors import CompressorError
 
+
 class BudgetError(CompressorError):
     """A budget names a metric the release did not compute (bad input: exit 1)."""
 
@@ -22,6 +23,12 @@ class BudgetFailed(CompressorError):
     """At least one budget is exceeded: the release is written, and the process exits 3 for CI."""
 
     exit_code = 3
+
+
+class BudgetPending(CompressorError):
+    """A budget cannot be judged yet (a TensorRT release's latency, until its engine is built); exit 4."""
+
+    exit_code = 4
 
 
 class _Limit(BaseModel):
@@ -77,12 +84,26 @@ def final_artifact(manifest: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def failures(checks: dict[str, dict[str, Any]]) -> list[str]:
-    """One phrase per failed budget, e.g. 'size_mb 1.05 > max 0.50'."""
+    """One phrase per failed budget, e.g. 'size_mb 1.05 > max 0.50' (a pending budget has not failed)."""
     return [
         f"{name} {check['value']:.4g} {'<' if check['bound'] == 'min' else '>'} {check['bound']} {check['limit']:.4g}"
         for name, check in checks.items()
-        if not check["ok"]
+        if check["ok"] is False
     ]
+
+
+def pending(checks: dict[str, dict[str, Any]]) -> list[str]:
+    """One phrase per budget that cannot be judged yet, with why."""
+    return [f"{name}: {check['pending']}" for name, check in checks.items() if check["ok"] is None]
+
+
+def verdict(check: dict[str, Any]) -> str:
+    """'pass', 'FAIL' or 'pending' (cannot be judged yet)."""
+    return {True: "pass", False: "FAIL", None: "pending"}[check["ok"]]
+
+
+def value_text(check: dict[str, Any]) -> str:
+    return "pending" if check["value"] is None else f"{check['value']:.4g}"
 
 
 def limit_text(check: dict[str, Any]) -> str:
@@ -94,15 +115,21 @@ def limit_text(check: dict[str, Any]) -> str:
 def _check(name: str, limit: _Limit, artifact: dict[str, Any]) -> dict[str, Any]:
     value = _MEASURED[name](artifact, limit)
     if isinstance(limit, MinLimit):
-        return {"value": value, "limit": limit.min, "bound": "min", "ok": value >= limit.min}
-    bound = limit.max_delta if isinstance(limit, DeltaLimit) else limit.max
-    check = {"value": value, "limit": bound, "bound": "max_delta" if isinstance(limit, DeltaLimit) else "max"}
+        check = {"value": value, "limit": limit.min, "bound": "min"}
+    else:
+        bound = limit.max_delta if isinstance(limit, DeltaLimit) else limit.max
+        check = {"value": value, "limit": bound, "bound": "max_delta" if isinstance(limit, DeltaLimit) else "max"}
     if isinstance(limit, LatencyLimit):
         check["batch"] = limit.batch
-    return {**check, "ok": value <= bound}
+    if isinstance(value, str):  # why it cannot be judged yet: neither a pass nor a failure
+        return {**check, "value": None, "ok": None, "pending": value}
+    return {**check, "ok": value >= check["limit"] if check["bound"] == "min" else value <= check["limit"]}
 
 
-def _latency(artifact: dict[str, Any], limit: LatencyLimit) -> float:
+def _latency(artifact: dict[str, Any], limit: LatencyLimit) -> float | str:
+    if "pending" in artifact.get("latency", {}):
+        return (f"latency is not measured until the engine is built on the device ({artifact['latency']['pending']}); "
+                "then run compressor gate")
     batches = artifact.get("latency", {}).get("batches", {})
     if str(limit.batch) not in batches:
         raise BudgetError(
@@ -132,7 +159,7 @@ def _quality(budget: str, metric: str, key: str | None = None) -> Callable[[dict
     return value
 
 
-_MEASURED: dict[str, Callable[[dict[str, Any], Any], float]] = {
+_MEASURED: dict[str, Callable[[dict[str, Any], Any], float | str]] = {
     "size_mb": lambda artifact, limit: artifact["bytes"] / 1e6,
     "latency_ms": _latency,
     "fid": _quality("fid", "fid", "delta"),

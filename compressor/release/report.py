@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from compressor.release.budgets import final_artifact, limit_text
+from compressor.release.budgets import final_artifact, limit_text, value_text, verdict
 
 REPORT_FILE = "report.md"
 
@@ -20,7 +20,8 @@ def write_report(manifest: Manifest, path: Path) -> Path:
 
 def render(manifest: Manifest) -> str:
     sections = (
-        _title, _budgets, _input_model, _artifacts, _latency, _quality, _gallery, _layer_precisions, _steps, _provenance,
+        _title, _budgets, _input_model, _artifacts, _latency, _device, _quality, _gallery, _layer_precisions, _steps,
+        _provenance,
     )
     return "\n\n".join(text for text in (section(manifest) for section in sections) if text) + "\n"
 
@@ -39,16 +40,17 @@ def _budgets(manifest: Manifest) -> str:
     checks = manifest.get("budgets")
     if not checks:
         return ""
-    failed = [name for name, check in checks.items() if not check["ok"]]
-    verdict = f"**FAILED: {', '.join(failed)}**" if failed else "all pass"
+    failed = [name for name, check in checks.items() if check["ok"] is False]
+    waiting = [name for name, check in checks.items() if check["ok"] is None]
+    verdict = f"**FAILED: {', '.join(failed)}**" if failed else f"pending: {', '.join(waiting)}" if waiting else "all pass"
     return f"## Budgets ({final_artifact(manifest)[0]}): {verdict}\n\n{budget_table(checks)}"
 
 
 def budget_table(checks: dict[str, dict[str, Any]]) -> str:
     """A Markdown table: budget, value, limit, verdict (shared by the gate summary and the run report)."""
     rows = [
-        f"| {name} | {check['value']:.4g} | {limit_text(check)} | "
-        f"{'pass' if check['ok'] else '**FAIL**'} |"
+        f"| {name} | {value_text(check)} | {limit_text(check)} | "
+        f"{ {'FAIL': '**FAIL**'}.get(verdict(check), verdict(check))} |"
         for name, check in checks.items()
     ]
     return "| budget | value | limit | verdict |\n|---|---|---|---|\n" + "\n".join(rows)
@@ -133,7 +135,13 @@ def _artifacts(manifest: Manifest) -> str:
         "## Artifacts\n\n| file | runtime | precision | size | parity vs torch | latency vs fp32 | sha256 |\n"
         "|---|---|---|---|---|---|---|\n"
     )
-    return header + "\n".join(rows)
+    return header + "\n".join(rows) + _numerics_note(manifest)
+
+
+def _numerics_note(manifest: Manifest) -> str:
+    """Where parity and quality were measured, when not on the target's own runtime."""
+    notes = sorted({artifact["numerics"] for artifact in manifest.get("artifacts", {}).values() if "numerics" in artifact})
+    return "".join(f"\n\nParity and quality figures: **{note}**." for note in notes)
 
 
 def _speed_cell(artifact: dict[str, Any]) -> str:
@@ -159,10 +167,12 @@ def _latency(manifest: Manifest) -> str:
     rows = []
     for name, artifact in manifest.get("artifacts", {}).items():
         latency = artifact.get("latency") or {}
+        if "pending" in latency:
+            rows.append(f"| `{name}` | pending: {latency['pending']} | | | | | |")
         for batch, stats in latency.get("batches", {}).items():
             rows.append(
                 f"| `{name}` | {batch} | {stats['median_ms']:.3f} | {stats['p90_ms']:.3f} | "
-                f"{stats['per_sample_ms']:.4f} | {latency['threads']} | {stats['runs']} |"
+                f"{stats['per_sample_ms']:.4f} | {latency.get('threads', '-')} | {stats['runs']} |"
             )
     if not rows:
         return ""
@@ -171,6 +181,31 @@ def _latency(manifest: Manifest) -> str:
         "| file | batch | median ms | p90 ms | ms per sample | threads | runs |\n|---|---|---|---|---|---|---|\n"
     )
     return header + "\n".join(rows)
+
+
+def _device(manifest: Manifest) -> str:
+    """For releases finished on the device (TensorRT): how to build the engine, or what was built."""
+    engine = manifest.get("engine")
+    if engine:
+        counts = ", ".join(f"{count} {precision}" for precision, count in sorted(engine["precision_counts"].items()))
+        mismatch = (f" **The release was made for TensorRT {engine['target_tensorrt_version']}.**"
+                    if engine.get("version_mismatch") else "")
+        return (
+            "## Engine\n\n"
+            f"`{engine['file']}` built on {engine['device']} with TensorRT {engine['tensorrt_version']} in "
+            f"{engine['build_seconds']:.1f} s, sha256 `{engine['sha256'][:16]}`; layers: {counts}.{mismatch} "
+            "The latency above was measured on that engine."
+        )
+    if "build_engine.sh" not in manifest.get("release_files", []):
+        return ""
+    name = final_artifact(manifest)[0]
+    return (
+        "## On the device\n\n"
+        f"`{name}` is explicit-quantization ONNX; the TensorRT engine is built on the device itself (an engine "
+        "runs only on the GPU and TensorRT version that built it), and latency is measured there:\n\n"
+        "```\ncompressor build-engine RELEASE     # builds, times, and adds the engine to this release\n"
+        "sh build_engine.sh                   # or trtexec alone, where compressor is not installed\n```"
+    )
 
 
 def _layer_precisions(manifest: Manifest) -> str:

@@ -1,6 +1,6 @@
 """Rewrite ConvTranspose2d(kernel 4, stride 2, padding 1), the upsampling layer of most generators, into
 ordinary stride-1 convolutions that CPU runtimes execute fast (ONNX Runtime has no int8 ConvTranspose
-kernel: a quantized one runs in fp32 between extra Q/DQ nodes, DESIGN.md).
+kernel: a quantized one runs in fp32 between extra Q/DQ nodes, docs/architecture.md).
 
 Each output pixel (2i + a, 2j + b) of such a layer depends on a 2x2 window of input pixels through a
 fixed 2x2 slice of the kernel, one slice per output phase (a, b); `rewrites/phases.py` runs the four

@@ -3,7 +3,7 @@ ConvTranspose2d(nz, C, 4, 1, 0) on z viewed as nz x 1 x 1) into a Linear and a r
 
 On a 1x1 input every output pixel (o, i, j) is sum_c x[c] * W[c, o, i, j] + b[o]: one matrix product with
 a (C_in, C_out*kh*kw) matrix. ONNX Runtime has no int8 ConvTranspose kernel, but runs a Gemm as an int8
-QGemm (DESIGN.md, 'int8 on ORT CPU'). Whether the input is 1x1 is a fact about shapes, so this rewrite
+QGemm (docs/architecture.md, 'int8 on ORT CPU'). Whether the input is 1x1 is a fact about shapes, so this rewrite
 traces the model with example inputs.
 """
 

@@ -1,7 +1,7 @@
 """Rewrite Linear -> view(B, C, H, W) [-> activation] (how most generators turn z into their first feature
 map) so that the Linear writes channels-last and the activation runs on the Linear's output.
 
-Two costs go away on ONNX Runtime CPU, whose quantized convolutions run channels-last (DESIGN.md):
+Two costs go away on ONNX Runtime CPU, whose quantized convolutions run channels-last (docs/architecture.md):
 - the Linear's rows are reordered to (H, W, C), so the reshape gives NHWC directly and the transpose to
   NCHW that follows cancels against the one ORT's NHWC pass puts before the first conv (a copy of the whole
   feature map otherwise);

@@ -5,7 +5,7 @@ position as channels, then a pixel shuffle.
 ONNX Runtime's int8 matrix products fill output channels in blocks of 16 (rewrites/phases.py), so a conv
 to 1 channel costs as much as one to 16. Computing an f x f block of outputs per position (f*f*C
 channels) from an (f+k-1)-wide window at stride f does (f+k-1)^2 / (f^2 k^2) times the MACs per output
-pixel but fills the blocks; `block_factor` picks the f with the least padded work (f=2 for DESIGN.md's
+pixel but fills the blocks; `block_factor` picks the f with the least padded work (f=2 for docs/architecture.md's
 7x7 conv to 3 channels, f=4 for a 3x3 conv to 1 channel). Exact: the kernel is copied into place.
 """
 

@@ -5,7 +5,7 @@ nearest Upsample followed by a 3x3 conv. Each output pixel (2i + a, 2j + b) read
 pixels through a fixed 2x2 kernel, one per output phase (a, b): row phase 0 reads input rows (i-1, i),
 row phase 1 reads (i, i+1), and likewise for columns. Given those four kernels (`PhaseKernels`), the
 layer runs in one of three exact forms; `upsampling_module` picks the cheapest for ONNX Runtime's int8
-kernels, whose matrix products fill output channels in blocks of 16 (DESIGN.md, 'int8 on ORT CPU'):
+kernels, whose matrix products fill output channels in blocks of 16 (docs/architecture.md, 'int8 on ORT CPU'):
 
 - `PhaseConv2d`: four 2x2 convs, one per phase, each with its own asymmetric zero padding, executing only
   the useful multiply-accumulates, then an interleave written channels-last so ONNX Runtime's NHWC pass

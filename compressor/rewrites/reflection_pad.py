@@ -1,7 +1,7 @@
 """Rewrite ReflectionPad2d (image-to-image generators: CycleGAN, pix2pix, style transfer) into two index
 gathers on a channels-last view.
 
-ONNX Runtime's CPU kernel for Pad(mode=reflect) is slow and float-only (DESIGN.md, 'int8 on ORT CPU'); a
+ONNX Runtime's CPU kernel for Pad(mode=reflect) is slow and float-only (docs/architecture.md, 'int8 on ORT CPU'); a
 Gather only moves values, so it runs on int8 tensors between Q/DQ pairs and its channels-last form lets
 ORT's NHWC layout pass cancel the transposes around the convolutions. The indices depend on the spatial
 size, so this rewrite traces the model with example inputs and applies where that size is fixed.

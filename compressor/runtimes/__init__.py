@@ -14,11 +14,12 @@ from pydantic import Field
 from compressor.errors import CompressorError
 from compressor.runtimes.base import Runtime
 from compressor.runtimes.onnxruntime import OnnxRuntime
+from compressor.runtimes.tensorrt import TensorRT
 
 if TYPE_CHECKING:
     from compressor.config import Target
 
-RUNTIMES: dict[str, type[Runtime]] = {runtime.name: runtime for runtime in (OnnxRuntime,)}
+RUNTIMES: dict[str, type[Runtime]] = {runtime.name: runtime for runtime in (OnnxRuntime, TensorRT)}
 
 AnyRuntimeOptions = Annotated[Union[tuple(runtime.Options for runtime in RUNTIMES.values())], Field(discriminator="kind")]
 

@@ -84,6 +84,14 @@ class Runtime:
         """Write the artifacts into the folder `out`: the baseline first (when there is one), the final last."""
         raise NotImplementedError
 
+    def check_profile(self, profile) -> None:
+        """Refuse, before any work, a profile whose stages this runtime cannot turn into artifacts."""
+
+    @classmethod
+    def work_done_here(cls) -> str:
+        """What a run for this runtime does on this machine, once available (for `compressor doctor`)."""
+        return "export, parity, quality and latency, all on this machine"
+
     def artifact_names(self, quantized: bool) -> list[str]:
         """The file names `export` will write, in order (for --dry-run's list of steps)."""
         raise NotImplementedError

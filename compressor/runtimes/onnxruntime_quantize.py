@@ -2,7 +2,7 @@
 
 onnxruntime.quantization.quantize_static does the work: it emits the QDQ form whose Q/DQ pairs ORT fuses
 into QLinearConv / QGemm, with the activation type this runtime runs fast (uint8 activations with int8
-per-channel weights on x86; signed int8 activations are left unfused and run slower than fp32, DESIGN.md).
+per-channel weights on x86; signed int8 activations are left unfused and run slower than fp32, docs/architecture.md).
 NNCF would quantize the torch graph instead, but emits signed int8 activations for this runtime and needs
 a re-typing pass afterwards; ORT's own quantizer is the shorter, exact path here.
 """

@@ -5,7 +5,7 @@ config.py; int8 activations) initialised by a post-training calibration on prior
 is then fine-tuned so that its output
 matches the frozen fp32 reference on fresh prior samples (mean squared error), which lets the weights
 and quantizer scales adapt to the rounding. BatchNorm layers stay frozen (eval) while training: in train
-mode their batch statistics destroyed quality (DESIGN.md); the rewrite stage usually folds them first.
+mode their batch statistics destroyed quality (docs/architecture.md); the rewrite stage usually folds them first.
 The result leaves through `nncf.strip` as a torch model with fake-quantize ops (a `FakeQuantizedPlan`), which
 the target runtime exports as Q/DQ ONNX in the form its kernels want.
 

@@ -36,7 +36,7 @@ class Wrapped(nn.Module):
 
 
 def import_nncf():
-    os.environ.setdefault("NNCF_CI", "1")  # no telemetry (DESIGN.md)
+    os.environ.setdefault("NNCF_CI", "1")  # no telemetry (docs/architecture.md)
     try:
         import nncf
     except ImportError as exc:

@@ -15,8 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from compressor.quantization import CalibrationPlan, FakeQuantizedPlan, choose_precisions, float_layers
-from compressor.runtimes.base import Artifact, Runtime, Runner
+from compressor.quantization import CalibrationPlan, FakeQuantizedPlan, as_quantized, choose_precisions, float_layers
+from compressor.runtimes.base import Artifact, Runner, Runtime
 
 if TYPE_CHECKING:
     import onnx
@@ -81,7 +81,7 @@ class OnnxBackend(Runtime):
     def _quantize_calibrated(self, baseline: Artifact, plan: CalibrationPlan, card: ModelCard, out: Path) -> Artifact:
         import onnx
 
-        from compressor.runtimes.onnx.layers import compute_layers, nodes_of
+        from compressor.runtimes.onnx.layers import compute_layers, int8_layers, node_layers, nodes_of
 
         graph = onnx.load(str(baseline.path))
         self.check_quantizable(graph)
@@ -99,6 +99,8 @@ class OnnxBackend(Runtime):
         )
         quantize(float_layers(described), out)
         cache.unlink(missing_ok=True)  # not part of the release
+        actual = int8_layers(onnx.load(str(out)), node_layers(graph))
+        described = as_quantized(described, actual, self.options.float_precision)
         return Artifact(out, "onnx", described.pop("precision"), "final", {**plan.describe(), **described})
 
     def _export_fake_quantized(self, plan: FakeQuantizedPlan, card: ModelCard, out: Path) -> Artifact:

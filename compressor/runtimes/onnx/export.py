@@ -15,7 +15,7 @@ from compressor.checkpoint import eval_mode
 from compressor.errors import ExportError, first_line
 from compressor.modelcard import ModelCard, sample_inputs
 
-# The dynamo exporter cannot specialise a dynamic batch axis from an example batch of 1 (DESIGN.md).
+# The dynamo exporter cannot specialise a dynamic batch axis from an example batch of 1 (docs/architecture.md).
 _EXAMPLE_BATCH = 2
 
 

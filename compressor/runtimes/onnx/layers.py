@@ -36,3 +36,20 @@ def nodes_of(model: onnx.ModelProto, chosen: set[str]) -> list[str]:
 
 def _within(layer: str, chosen: set[str]) -> bool:
     return any(layer == parent or layer.startswith(parent + ".") for parent in chosen)
+
+
+def int8_layers(model: onnx.ModelProto, layers: dict[str, str]) -> set[str]:
+    """The layers whose every Conv/ConvTranspose/Gemm/MatMul reads its weight through a DequantizeLinear: what
+    a quantizer really put in int8, whatever it was asked (a quantizer may keep layers in float on its own).
+    `layers` is `node_layers` of the export it quantized: quantizers keep node names but not always their
+    metadata (ModelOpt drops it)."""
+    from compressor.runtimes.onnx.graph import producers
+
+    made_by = producers(model.graph)
+    quantized: dict[str, bool] = {}
+    for node in model.graph.node:
+        if node.op_type in COMPUTE_OPS and layers.get(node.name) and len(node.input) > 1:
+            source = made_by.get(node.input[1])
+            is_int8 = source is not None and source.op_type == "DequantizeLinear"
+            quantized[layers[node.name]] = quantized.get(layers[node.name], True) and is_int8
+    return {layer for layer, is_int8 in quantized.items() if is_int8}

@@ -1,7 +1,7 @@
 """Passes over a QDQ ONNX graph that let ONNX Runtime's x86 CPU kernels run it in int8 (exact unless said).
 
 A QDQ model from a torch-side quantizer (NNCF), or from ORT's own, is numerically right for ORT but slower
-on it than it needs to be (DESIGN.md, 'int8 on ORT CPU'):
+on it than it needs to be (docs/architecture.md, 'int8 on ORT CPU'):
 - NNCF quantizes signed activations (the latent input, a pre-tanh output) to int8; ORT's x86 kernels want
   uint8 activations with int8 weights (U8S8) and leave S8 activations unfused. `retype_activations_to_uint8`
   shifts each such Q/DQ pair to uint8 with zero point z + 128, which is exact: (q + 128) - (z + 128) = q - z.
