@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed-stamp
 # The constraints file also governs build environments and later installs made by hand in this venv.
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export NNCF_CI := 1
+# NNCF compiles a C++ extension on first use and gives up loading it after 60 s; a busy 2-core machine needs longer.
+export NNCF_EXTENSION_LOAD_TIMEOUT ?= 300
 
 .PHONY: install demo test test-all clean
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -24,6 +24,7 @@ class OnnxRuntimeOptions(RuntimeOptions):
     """The target's `runtime:` section for ONNX Runtime's CPU execution provider."""
 
     kind: Literal["onnxruntime"] = "onnxruntime"
+    qat_quantizer: ClassVar[str] = "nncf"  # the qat stage's fake quantizer for this runtime (stages/qat.py)
     opset: int = Field(20, ge=13, description="ONNX opset of the exported artifacts.")
 
     @property

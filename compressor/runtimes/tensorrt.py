@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -40,6 +40,7 @@ class TensorRTOptions(RuntimeOptions):
     """The target's `runtime:` section for TensorRT."""
 
     kind: Literal["tensorrt"] = "tensorrt"
+    qat_quantizer: ClassVar[str] = "modelopt"  # TensorRT's own scheme (stages/qat_modelopt.py says why not NNCF)
     tensorrt_version: str = Field(pattern=r"^\d+\.\d+$", description="TensorRT major.minor on the device, e.g. 10.3.")
     platform: str = Field("", description="What the device runs, e.g. 'JetPack 6.2 (L4T r36.4)'.")
     opset: int = Field(19, ge=19, description="ONNX opset of the export (ModelOpt writes at least 19: fp16 Q/DQ scales).")
@@ -83,11 +84,6 @@ class TensorRT(OnnxBackend):
 
     def check_profile(self, profile) -> None:
         for stage in profile.stages:
-            if stage.kind == "qat":
-                raise ConfigError(
-                    f"qat: target {self.target.name} (TensorRT) takes post-training quantization only in this version; "
-                    "use the tensorrt profile (ptq), or a CPU target for qat"
-                )
             if stage.kind == "ptq":
                 _modelopt_method(stage.kind, stage.method)
 
@@ -103,7 +99,9 @@ class TensorRT(OnnxBackend):
         )
 
     def finish_fake_quantized(self, graph: onnx.ModelProto) -> None:
-        raise ConfigError(f"qat: target {self.target.name} (TensorRT) takes post-training quantization only in this version")
+        """ModelOpt's quantizers already export in TensorRT's form (symmetric int8, per-channel weights on the
+        axis TensorRT takes, float biases); the rules check in `export` verifies it. Float parts stay fp32 in
+        the file: the engine is built with fp16 enabled, so TensorRT runs them in fp16 where it is faster."""
 
     def session_options(self):
         """ONNX Runtime with its graph optimizations off: it then computes each Q/DQ node as the ONNX spec

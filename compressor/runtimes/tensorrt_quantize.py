@@ -98,17 +98,23 @@ def _run_modelopt(source: Path, result: Path, batches, method: str, float_nodes:
 
 @contextlib.contextmanager
 def _ort_patches_undone():
-    """ModelOpt replaces methods of onnxruntime.quantization's calibrators and quantizers for the whole process
-    (ort_patching.patch_ort_modules) and never puts them back: ONNX Runtime's own quantize_static, run later in
-    the same process (another target, a test), then fails ("Histogram has not been collected"). Put them back."""
-    from onnxruntime.quantization import base_quantizer, calibrate, qdq_quantizer
+    """ModelOpt replaces methods of onnxruntime.quantization's calibrators and quantizers, and edits its op
+    registries, for the whole process (ort_patching.patch_ort_modules, ort_utils) and never puts them back:
+    ONNX Runtime's own quantize_static, run later in the same process (another target, a test), then fails
+    ("Histogram has not been collected") or quantizes other ops. Put them back."""
+    from onnxruntime.quantization import base_quantizer, calibrate, qdq_quantizer, registry
 
     owners = [calibrate, calibrate.MinMaxCalibrater, calibrate.HistogramCalibrater, calibrate.HistogramCollector,
               calibrate.CalibraterBase, qdq_quantizer.QDQQuantizer, base_quantizer.BaseQuantizer]
     saved = [(owner, dict(vars(owner))) for owner in owners]
+    tables = [registry.QDQRegistry, registry.QLinearOpsRegistry, registry.IntegerOpsRegistry]
+    saved_tables = [(table, dict(table)) for table in tables]
     try:
         yield
     finally:
+        for table, before in saved_tables:
+            table.clear()
+            table.update(before)
         for owner, before in saved:
             for name in set(vars(owner)) - set(before):
                 delattr(owner, name)

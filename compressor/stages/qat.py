@@ -1,13 +1,14 @@
-"""The qat stage: quantization-aware fine-tuning with NNCF, data-free, distilled from the fp32 model.
+"""The qat stage: quantization-aware fine-tuning, data-free, distilled from the fp32 model. The fake quantizer
+is the one the target's runtime names: NNCF for the CPU targets (below), ModelOpt for TensorRT (qat_modelopt.py).
 
 NNCF inserts fake quantizers (per-channel symmetric weights on the target's grid: 7-bit on cpu-x86, see
-config.py; int8 activations) initialised by a post-training calibration on prior samples (or the user's calibration file); the quantized model
-is then fine-tuned so that its output
-matches the frozen fp32 reference on fresh prior samples (mean squared error), which lets the weights
-and quantizer scales adapt to the rounding. BatchNorm layers stay frozen (eval) while training: in train
-mode their batch statistics destroyed quality (docs/architecture.md); the rewrite stage usually folds them first.
-The result leaves through `nncf.strip` as a torch model with fake-quantize ops (a `FakeQuantizedPlan`), which
-the target runtime exports as Q/DQ ONNX in the form its kernels want.
+config.py; int8 activations) initialised by a post-training calibration on prior samples (or the user's
+calibration file); the quantized model is then fine-tuned so that its output matches the frozen fp32
+reference on fresh prior samples (mean squared error), which lets the weights and quantizer scales adapt to
+the rounding. BatchNorm layers stay frozen (eval) while training: in train mode their batch statistics
+destroyed quality (docs/architecture.md); the rewrite stage usually folds them first. The result leaves
+through `nncf.strip` as a torch model with fake-quantize ops (a `FakeQuantizedPlan`), which the target
+runtime exports as Q/DQ ONNX in the form its kernels want.
 
 NNCF, not a loop of our own: it places quantizers the way int8 kernels fuse them, unifies the scales of
 concatenated tensors and learns the scales. It is an optional extra (`pip install -e .[qat]`).
@@ -47,25 +48,20 @@ class QATConfig(QuantizingStage):
     lr: float = Field(1e-4, gt=0, description="Adam's starting learning rate (cosine decay to 0 over the steps).")
 
     def run(self, model: nn.Module, ctx) -> StageResult:
-        from compressor.stages import qat_nncf
-
         self._check_supported(model, ctx)
-        example = _nncf_item(self._inputs(ctx, CALIBRATION_SEED_OFFSET, 2))
-        with qat_nncf.quiet():
-            quantized, plan = self._quantize(qat_nncf.Wrapped(copy.deepcopy(model)).eval(), example, ctx)
+        quantizer = ctx.config.target.runtime.qat_quantizer
+        quantized, plan, exportable = (self._nncf if quantizer == "nncf" else self._modelopt)(copy.deepcopy(model), ctx)
         held_out = self._inputs(ctx, QAT_CHECK_SEED_OFFSET, 256)  # fewer latents moved PSNR by 2-3 dB
         reference = _first_output(ctx.reference, held_out)
         before = _psnr(reference, quantized, ctx, held_out)
         start, losses = time.perf_counter(), self._fine_tune(quantized, ctx)
         seconds, after = time.perf_counter() - start, _psnr(reference, quantized, ctx, held_out)
-        with qat_nncf.quiet():
-            stripped = qat_nncf.stripped(quantized, example)
         metrics = {
-            "steps": self.steps, "train_seconds": seconds, "calibration": self.calibration or f"prior ({self.samples} seeded samples)",
-            "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
+            "quantizer": quantizer, "steps": self.steps, "train_seconds": seconds,
+            "calibration": self.calibration or f"prior ({self.samples} seeded samples)", "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
             "psnr_db_before_training": before, "psnr_db_after_training": after,
         }
-        return StageResult(model=model, plan=FakeQuantizedPlan(stripped, plan, self.min_psnr), metrics=metrics)
+        return StageResult(model=model, plan=FakeQuantizedPlan(exportable(quantized), plan, self.min_psnr), metrics=metrics)
 
     def _check_supported(self, model: nn.Module, ctx) -> None:
         import torch
@@ -74,8 +70,8 @@ class QATConfig(QuantizingStage):
 
         self.check_target(ctx)
         if isinstance(model, torch.jit.ScriptModule):
-            raise ConfigError("qat: NNCF cannot fine-tune a TorchScript model; load the model from a folder or state_dict")
-        if len(ctx.card.inputs) > qat_nncf.MAX_INPUTS:
+            raise ConfigError("qat: a TorchScript model cannot be fine-tuned; load the model from a folder or state_dict")
+        if ctx.config.target.runtime.qat_quantizer == "nncf" and len(ctx.card.inputs) > qat_nncf.MAX_INPUTS:
             raise ConfigError(f"qat: models with more than {qat_nncf.MAX_INPUTS} inputs are not supported yet; use ptq")
 
     def _calibration(self, ctx) -> list[tuple[torch.Tensor, ...]]:
@@ -91,6 +87,32 @@ class QATConfig(QuantizingStage):
 
     def _subset(self, calibration: list[tuple[torch.Tensor, ...]]) -> int:
         return self.samples if self.calibration is None else sum(len(inputs[0]) for inputs in calibration)
+
+    def _nncf(self, model: nn.Module, ctx):
+        """NNCF's fake-quantized model (the CPU targets' scheme), each layer's precision, and how to make the
+        trained model exportable (nncf.strip)."""
+        from compressor.stages import qat_nncf
+
+        example = _nncf_item(self._inputs(ctx, CALIBRATION_SEED_OFFSET, 2))
+        with qat_nncf.quiet():
+            quantized, plan = self._quantize(qat_nncf.Wrapped(model).eval(), example, ctx)
+
+        def stripped(trained: nn.Module) -> nn.Module:
+            with qat_nncf.quiet():
+                return qat_nncf.stripped(trained, example)
+
+        return quantized, plan, stripped
+
+    def _modelopt(self, model: nn.Module, ctx):
+        """ModelOpt's fake-quantized model (TensorRT's scheme: qat_modelopt.py), layers kept in float as the
+        rules say, and each layer's precision; its quantizers export as they are."""
+        from compressor.stages import qat_modelopt
+
+        target = ctx.config.target
+        quantized, layers = qat_modelopt.quantize(model.eval(), self._calibration(ctx))
+        plan, _ = precision_plan(layers, self.rules, "qat.rules", target, target.runtime.float_precision)
+        qat_modelopt.keep_in_float(quantized, [layer for layer, (precision, _) in plan.items() if precision != "int8"])
+        return quantized, plan, lambda trained: trained.eval()
 
     def _quantize(self, wrapped: nn.Module, example, ctx) -> tuple[nn.Module, dict[str, tuple[str, str]]]:
         """NNCF's post-training int8 model (the starting point of fine-tuning), layers kept in float as the

@@ -157,9 +157,20 @@ def test_an_operator_the_parser_lacks_is_named_with_node_and_version(tmp_path):
         TensorRT(load_target("jetson")).check_quantizable(model)
 
 
-def test_percentile_calibration_and_qat_are_refused_for_tensorrt(module_generator_folder, tmp_path):
+def test_percentile_calibration_is_refused_before_any_work(module_generator_folder, tmp_path):
     with pytest.raises(ConfigError, match="ModelOpt calibrates with minmax or entropy only"):
         _run(module_generator_folder, tmp_path, "stages.ptq.method=percentile")
-    with pytest.raises(ConfigError, match="post-training quantization only"):
-        api.run(api.RunConfig(checkpoint=module_generator_folder, target="jetson", profile="qat", out=tmp_path,
-                              sets=("stages.qat.steps=0", "stages.qat.samples=32")))
+
+
+def test_qat_uses_modelopt_and_writes_what_tensorrt_takes(module_generator_folder, tmp_path):
+    pytest.importorskip("modelopt.torch.quantization")
+    sets = ("stages.qat.steps=30", "stages.qat.samples=32", "quality.samples=32",
+            "target.parity.samples=4", 'stages.qat.rules=[{match: "blocks.5", skip: true}]')
+    result = api.run(api.RunConfig(checkpoint=module_generator_folder, target="jetson", profile="tensorrt-qat",
+                                   out=tmp_path, sets=sets))
+    qat = next(stage for stage in result.manifest["stages"] if stage["name"] == "qat")["metrics"]
+    assert qat["quantizer"] == "modelopt" and qat["steps"] == 30 and qat["loss_last"] < 1e-3  # trained, not diverged
+    final = result.manifest["artifacts"]["model.onnx"]
+    assert final["parity"]["ok"] and final["details"]["layers"]["blocks.5"]["precision"] == "fp16"
+    assert final["details"]["layers"]["blocks.2"]["precision"] == "int8"
+    assert tensorrt_rules.check(result.release_dir / "model.onnx", "10.3", max_opset=20) == []

@@ -193,3 +193,16 @@ def test_modelopt_failure_is_one_line(fp32, tmp_path, broken, monkeypatch):
 def test_unknown_method_is_refused(fp32, tmp_path):
     with pytest.raises(ValueError, match="method"):
         quantize(fp32["generator"], tmp_path / "q.onnx", _batches("generator"), method="percentile")
+
+
+def test_onnxruntime_quantization_is_left_as_modelopt_found_it(fp32, tmp_path):
+    """ModelOpt patches ORT's calibrators and op registries for the whole process; ptq for a CPU target run later
+    in the same process must see ORT's own."""
+    from onnxruntime.quantization import calibrate, registry
+
+    def state():
+        return dict(registry.QDQRegistry), calibrate.HistogramCalibrater.collect_data, calibrate.create_calibrator
+
+    before = state()
+    quantize(fp32["generator"], tmp_path / "q.onnx", _batches("generator"))
+    assert state() == before
