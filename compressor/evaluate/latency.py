@@ -17,6 +17,12 @@ def time_callable(fn: Callable[[], object], warmup: int, runs: int) -> dict[str,
         start = time.perf_counter()
         fn()
         times[i] = (time.perf_counter() - start) * 1e3
+    return summarize(times, warmup)
+
+
+def summarize(times: np.ndarray, warmup: int) -> dict[str, float]:
+    """The statistics every runtime reports of its timed runs (milliseconds): median, p90, mean, min."""
+    runs = len(times)
     return {
         "median_ms": float(np.median(times)),
         "p90_ms": float(np.percentile(times, 90)),

@@ -94,6 +94,8 @@ def time_engine(engine_path: Path, spec: EngineSpec, warmup: int, runs: int, see
     import tensorrt as trt
     import torch
 
+    from compressor.evaluate.latency import summarize
+
     if not Path(engine_path).is_file():
         raise CompressorError(f"{engine_path}: engine not found; build it first (build_engine or build_engine.sh)")
     logger = _logger(trt)
@@ -107,11 +109,8 @@ def time_engine(engine_path: Path, spec: EngineSpec, warmup: int, runs: int, see
         buffers = _bind(trt, torch, engine, context, spec.shapes(batch), seed)
         times = _gpu_times(torch, logger, context, stream, warmup, runs)
         del buffers  # only now: the context pointed at them until the runs were done
-        batches[str(batch)] = {
-            "median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
-            "mean_ms": float(times.mean()), "min_ms": float(times.min()), "runs": runs, "warmup": warmup,
-            "per_sample_ms": float(np.median(times)) / batch,
-        }  # the keys and statistics of compressor.evaluate.latency.time_callable
+        stats = summarize(times, warmup)
+        batches[str(batch)] = {**stats, "per_sample_ms": stats["median_ms"] / batch}
     return {"batches": batches, "device": _device_name(torch, spec), "tensorrt_version": trt.__version__}
 
 
