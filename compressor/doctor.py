@@ -29,13 +29,13 @@ def _targets() -> dict[str, str | None]:
     for name in sorted({path.stem for path in bundled("targets").values()}):
         target = load_target(name)
         runtime = RUNTIMES[target.runtime.kind]
-        reason, done = runtime.unavailable_reason(), runtime.work_done_here()
+        reason, left = runtime.unavailable_reason(), runtime.left_for_the_device()
         if reason:
             checks[f"target {name}"] = f"cannot run here: {reason}"
-        elif "only on the device" in done:
-            checks[f"target {name}"] = done
+        elif left:
+            checks[f"target {name}"] = left
         elif target.runtime.kind == "onnxruntime" and target.quantization.weight_bits == 8 and not has_vnni(cpu_flags()):
-            checks[f"target {name}"] = f"{done}, but this CPU has no VNNI: its 8-bit int8 weights saturate here"
+            checks[f"target {name}"] = "runs here, but this CPU has no VNNI: its 8-bit int8 weights saturate here"
         else:
             checks[f"target {name}"] = None
     return checks

@@ -59,16 +59,17 @@ QuantizationPlan = CalibrationPlan | FakeQuantizedPlan
 
 # (float layers -> path of the quantized artifact written with them kept in float)
 Quantize = Callable[[set[str], Path], Path]
-# (artifact path -> its first output on the plan's probe inputs)
+# (artifact path -> its first output on the plan's probe inputs; the fp32 artifact gives the reference)
 Probe = Callable[[Path], "np.ndarray"]
 
 
 def choose_precisions(
-    plan: CalibrationPlan, layers: list[str], target, float_precision: str, quantize: Quantize, probe: Probe, scratch: Path,
-    reference: np.ndarray, value_range: tuple[float, float] | None,
+    plan: CalibrationPlan, layers: list[str], target, float_precision: str, quantize: Quantize, probe: Probe, fp32: Path,
+    value_range: tuple[float, float] | None,
 ) -> dict[str, Any]:
-    """Each layer's precision and why (rules, then auto sensitivity). Returns `describe_plan`'s record plus
-    `sensitivity_psnr_db` (each candidate layer's PSNR when it alone is int8; empty unless auto)."""
+    """Each layer's precision and why (rules, then auto sensitivity, measured against the `fp32` artifact).
+    Returns `describe_plan`'s record plus `sensitivity_psnr_db` (each candidate layer's PSNR when it alone is
+    int8; empty unless auto)."""
     if not layers and (plan.rules or plan.auto_precision):
         raise ConfigError(
             f"{plan.stage}: the export records no module names (e.g. a TorchScript input), so rules and auto_precision "
@@ -78,7 +79,7 @@ def choose_precisions(
     sensitivity = {}
     if plan.auto_precision:  # layers a rule placed explicitly are the user's call, not auto's
         sensitivity = _keep_sensitive_layers_in_float(precisions, ruled, plan, float_precision, quantize, probe,
-                                                      scratch, reference, value_range)
+                                                      fp32, value_range)
     return {**describe_plan(precisions), "sensitivity_psnr_db": sensitivity}
 
 
@@ -100,13 +101,15 @@ def float_layers(described: dict[str, Any]) -> set[str]:
 
 def _keep_sensitive_layers_in_float(
     precisions: dict[str, tuple[str, str]], ruled: set[str], plan: CalibrationPlan, float_precision: str,
-    quantize: Quantize, probe: Probe, scratch: Path, reference: np.ndarray, value_range,
+    quantize: Quantize, probe: Probe, fp32: Path, value_range,
 ) -> dict[str, float]:
     """Per-layer sensitivity, then move int8 layers to float, most sensitive first, until min_psnr holds.
     Updates `precisions` in place; returns each candidate's PSNR when it alone is quantized."""
     from compressor.evaluate.paired import data_range_of, psnr
 
+    reference = probe(fp32)
     data_range = data_range_of(value_range, reference)
+    scratch = fp32.parent / "sensitivity.onnx"
 
     def quality(kept_float: set[str]) -> float:
         return psnr(reference, probe(quantize(kept_float, scratch)), data_range)

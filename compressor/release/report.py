@@ -196,7 +196,9 @@ def _device(manifest: Manifest) -> str:
             f"{engine['build_seconds']:.1f} s, sha256 `{engine['sha256'][:16]}`; layers: {counts}.{mismatch} "
             "The latency above was measured on that engine."
         )
-    if "build_engine.sh" not in manifest.get("release_files", []):
+    from compressor.runtimes.tensorrt import BUILD_SCRIPT
+
+    if BUILD_SCRIPT not in manifest.get("release_files", []):
         return ""
     name = final_artifact(manifest)[0]
     return (

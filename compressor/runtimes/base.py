@@ -88,9 +88,10 @@ class Runtime:
         """Refuse, before any work, a profile whose stages this runtime cannot turn into artifacts."""
 
     @classmethod
-    def work_done_here(cls) -> str:
-        """What a run for this runtime does on this machine, once available (for `compressor doctor`)."""
-        return "export, parity, quality and latency, all on this machine"
+    def left_for_the_device(cls) -> str | None:
+        """None when, once available, everything a release needs is done on this machine; else what is done
+        here and what is left for the device (for `compressor doctor`)."""
+        return None
 
     def artifact_names(self, quantized: bool) -> list[str]:
         """The file names `export` will write, in order (for --dry-run's list of steps)."""

@@ -68,13 +68,14 @@ class TensorRT(OnnxBackend):
         return None
 
     @classmethod
-    def work_done_here(cls) -> str:
+    def left_for_the_device(cls) -> str | None:
         from compressor.runtimes.tensorrt_engine import unavailable_reason
 
         engine = unavailable_reason()
-        finish = "engine build and latency here too (compressor build-engine)" if engine is None else (
-            f"engine build and latency only on the device ({engine})")
-        return f"export, TensorRT rules check, parity and quality simulated on ONNX Runtime CPU; {finish}"
+        if engine is None:
+            return None  # tensorrt and a GPU here: build-engine finishes releases on this machine
+        return (f"export, TensorRT rules check, parity and quality simulated on ONNX Runtime CPU here; engine build "
+                f"and latency only on the device ({engine})")
 
     def export(self, model, card: ModelCard, plan: QuantizationPlan | None, out: Path) -> list[Artifact]:
         artifacts = super().export(model, card, plan, out)

@@ -149,11 +149,13 @@ def _requantize_deconv_weights_on_axis_0(model) -> None:
     ModelOpt duplicates shared constants, so each pair owns its scale and zero-point initializers."""
     from onnx import helper, numpy_helper
 
+    from compressor.runtimes.onnx.graph import producers
+
     initializers = {init.name: init for init in model.graph.initializer}
-    producers = {output: node for node in model.graph.node for output in node.output}
+    made_by = producers(model.graph)
     for node in (n for n in model.graph.node if n.op_type == "ConvTranspose"):
-        dq = producers.get(node.input[1])
-        q = producers.get(dq.input[0]) if dq is not None else None
+        dq = made_by.get(node.input[1])
+        q = made_by.get(dq.input[0]) if dq is not None else None
         if q is None or q.op_type != "QuantizeLinear" or q.input[0] not in initializers:
             continue  # float weights (a float node), or a form the check below judges
         weight = numpy_helper.to_array(initializers[q.input[0]]).astype(np.float32)

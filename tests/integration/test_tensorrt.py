@@ -54,7 +54,6 @@ def test_a_latency_budget_is_pending_not_passed(release, tmp_path):
     _, result = release
     latency = result.budgets["latency_ms"]
     assert latency["ok"] is None and latency["value"] is None and "compressor build-engine" in latency["pending"]
-    assert result.budgets["size_mb"]["ok"] is True if "size_mb" in result.budgets else True
     gate = subprocess.run([".venv/bin/compressor", "gate", str(result.release_dir), "--junit", str(tmp_path / "j.xml")],
                           capture_output=True, text=True)
     assert gate.returncode == 4 and "cannot judge latency_ms" in gate.stderr

@@ -61,9 +61,12 @@ class OnnxBackend(Runtime):
 
     def load(self, artifact: Artifact) -> Runner:
         """A runner on an ONNX Runtime session set up as the target says."""
+        return self._runner(artifact.path)
+
+    def _runner(self, path: Path) -> Runner:
         import onnxruntime as ort
 
-        session = ort.InferenceSession(str(artifact.path), self.session_options(), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), self.session_options(), providers=["CPUExecutionProvider"])
         return lambda feeds: session.run(None, feeds)
 
     def session_options(self):
@@ -91,11 +94,9 @@ class OnnxBackend(Runtime):
         def quantize(kept_float: set[str], path: Path) -> Path:
             return self.quantize_nodes(baseline.path, path, plan, nodes_of(graph, kept_float), cache)
 
-        runner = self.load(baseline)
         described = choose_precisions(
             plan, compute_layers(graph), self.target, self.options.float_precision, quantize,
-            probe=lambda path: self.load(Artifact(path, "onnx", "int8", "final"))(plan.probe)[0],
-            scratch=out.parent / "sensitivity.onnx", reference=runner(plan.probe)[0], value_range=card.output_range,
+            probe=lambda path: self._runner(path)(plan.probe)[0], fp32=baseline.path, value_range=card.output_range,
         )
         quantize(float_layers(described), out)
         cache.unlink(missing_ok=True)  # not part of the release
