@@ -405,3 +405,4 @@ def _show_warnings_as_lines() -> None:
     logger = logging.getLogger("compressor")
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING)
+    logger.propagate = False  # a library that configures the root logger would print each warning twice

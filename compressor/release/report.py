@@ -238,6 +238,9 @@ def _step_notes(step: dict[str, Any]) -> str:
     state = step.get("state") or {}
     notes = [f"{name}: {len(changed)} change(s)" for name, changed in state.get("applied", {}).items()]
     notes += [f"{name} skipped ({why})" for name, why in state.get("skipped", {}).items()]
+    notes += [f"{layer} left a ConvTranspose ({why})" for layer, why in state.get("not_rewritten", {}).items()]
+    if state.get("graph") == "torch.export":
+        notes.append("graph read with torch.export (torch.fx could not trace it)")
     metrics = step.get("metrics", {})
     if "relative_change" in metrics:
         notes.append(f"max relative output change {metrics['relative_change']:.1e}")

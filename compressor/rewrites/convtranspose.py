@@ -1,4 +1,5 @@
-"""Rewrite ConvTranspose2d(kernel 4, stride 2, padding 1), the upsampling layer of most generators, into
+"""Rewrite ConvTranspose2d(kernel 4, stride 2, padding 1), the upsampling layer of most generators (and, through
+convtranspose_subpixel.py, every other strided configuration), into
 ordinary stride-1 convolutions that CPU runtimes execute fast (ONNX Runtime has no int8 ConvTranspose
 kernel: a quantized one runs in fp32 between extra Q/DQ nodes, docs/architecture.md).
 
@@ -11,9 +12,11 @@ where a quantized runtime fuses it into the convolutions.
 from __future__ import annotations
 
 import torch
+import torch.fx as fx
 import torch.nn as nn
 
-from compressor.rewrites.graph import finish, single_calls, trace, traced_with_shapes
+from compressor.rewrites.convtranspose_subpixel import SubPixelConvTranspose2d, subpixel_supported
+from compressor.rewrites.graph import finish, replace_module, single_calls, sole_relu_user, trace, traced_with_shapes
 from compressor.rewrites.phases import PhaseKernels, install_upsampling
 
 # Kernel rows (or columns) used by output phase 0 and 1, in the order of the input rows they multiply:
@@ -22,15 +25,44 @@ PHASE_TAPS = {0: [3, 1], 1: [2, 0]}
 
 
 def decompose_convtranspose(model: nn.Module, example: tuple | None = None) -> tuple[nn.Module, list[str]]:
-    """Replace every ConvTranspose2d(4, 2, 1) (and a ReLU that alone reads it) with its exact conv form.
-    With `example` inputs the input sizes are known, which the cheapest form for 1-2 channels needs."""
+    """Replace every ConvTranspose2d (and a ReLU that alone reads it) with its exact conv form: (4, 2, 1) with
+    the forms of phases.py, any other strided one with the sub-pixel form. With `example` inputs the input
+    sizes are known, which the cheapest form for 1-2 channels needs. `leftover_convtransposes` says why a
+    layer was left."""
     graph_module = traced_with_shapes(model, example) if example is not None else trace(model)
     changed = []
     # single_calls leaves alone a layer called twice, or with output_size
-    for node, layer in single_calls(graph_module, _decomposable):
-        install_upsampling(graph_module, node, convtranspose_phases(layer), grid=node.args[0])
+    for node, layer in single_calls(graph_module, lambda module: subpixel_supported(module) is None):
+        if _decomposable(layer):
+            install_upsampling(graph_module, node, convtranspose_phases(layer), grid=node.args[0])
+        else:
+            relu = sole_relu_user(node, dict(graph_module.named_modules()))
+            replace_module(graph_module, node.target, SubPixelConvTranspose2d(layer, nn.ReLU() if relu is not None else None))
+            if relu is not None:
+                relu.replace_all_uses_with(node)
+                graph_module.graph.erase_node(relu)
         changed.append(node.target)
     return finish(graph_module), changed
+
+
+def leftover_convtransposes(model: nn.Module) -> dict[str, str]:
+    """Each ConvTranspose2d still in `model`, with why no rewrite took it (for the manifest's skipped list)."""
+    calls = {}
+    if isinstance(model, fx.GraphModule):
+        for node in model.graph.nodes:
+            if node.op == "call_module":
+                calls.setdefault(node.target, []).append(node)
+    leftovers = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.ConvTranspose2d):
+            continue
+        reason = subpixel_supported(module)
+        if reason is None and len(calls.get(name, [])) > 1:
+            reason = "called from more than one place (one replacement would serve every call)"
+        elif reason is None:
+            reason = "called with output_size, or outside the traced graph"
+        leftovers[name] = reason
+    return leftovers
 
 
 def convtranspose_phases(layer: nn.ConvTranspose2d) -> PhaseKernels:

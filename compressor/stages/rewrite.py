@@ -1,4 +1,5 @@
-"""The rewrite stage: apply the exact graph rewrites the target's runtime needs, then prove they are exact."""
+"""The rewrite stage: apply the exact graph rewrites the target's runtime needs, then prove they are exact.
+Every model gets them, whatever it came as (see _module_graph)."""
 
 from __future__ import annotations
 
@@ -29,16 +30,19 @@ class RewriteConfig(StageConfig):
 
     def run(self, model: nn.Module, ctx) -> StageResult:
         from compressor.rewrites import REWRITES
+        from compressor.rewrites.convtranspose import leftover_convtransposes
 
         names = self.passes if self.passes is not None else ctx.config.target.rewrites
         check_rewrite_names(names, "rewrite stage")
-        untraceable = _why_untraceable(model) if names else None
-        if untraceable:
-            # Rewrites work on torch.fx graphs; the export still works without them, so say so and go on.
-            log.warning("rewrite: skipped %s: torch.fx cannot trace this model (%s)", names, untraceable)
-            return StageResult(model=model, state={"applied": {}, "skipped": {name: untraceable for name in names}})
-        applied = {}
+        if not names:
+            return StageResult(model=model, state={"applied": {}, "skipped": {}})
         example = tuple(ctx.samples(2, REWRITE_CHECK_SEED_OFFSET).values())  # shapes for shape-bound rewrites
+        model, graph, unreadable = _module_graph(model, example)
+        if unreadable:
+            # Neither fx nor torch.export can read the model; the export may still work without rewrites.
+            log.warning("rewrite: skipped %s: %s", names, unreadable)
+            return StageResult(model=model, state={"applied": {}, "skipped": {name: unreadable for name in names}})
+        applied = {}
         for name in names:
             model, applied[name] = REWRITES[name](model, example)
         error = _relative_change(ctx.reference, model, ctx.samples(4, REWRITE_CHECK_SEED_OFFSET))
@@ -47,7 +51,8 @@ class RewriteConfig(StageConfig):
                 f"rewrite stage: {sorted(applied)} changed the outputs by {error:.2e} (relative), above "
                 f"{self.tolerance:.0e}; drop them with --set stages.rewrite.passes=[] and report a bug"
             )
-        return StageResult(model=model, state={"applied": applied, "skipped": {}}, metrics={"relative_change": error})
+        state = {"graph": graph, "applied": applied, "skipped": {}, "not_rewritten": leftover_convtransposes(model)}
+        return StageResult(model=model, state=state, metrics={"relative_change": error})
 
 
 def check_rewrite_names(names: list[str], where: str) -> None:
@@ -59,14 +64,31 @@ def check_rewrite_names(names: list[str], where: str) -> None:
         raise ConfigError(f"{where}: unknown rewrite(s) {unknown}; known: {sorted(REWRITES)}")
 
 
-def _why_untraceable(model: nn.Module) -> str | None:
+def _module_graph(model: nn.Module, example: tuple) -> tuple[nn.Module, str | None, str | None]:
+    """(model, how its graph was read, None) for the rewrites, or (model, None, why not) when nothing reads it.
+
+    torch.fx first: it keeps the user's modules as they are. TorchScript, exported programs and models with
+    control flow fx refuses go through torch.export and come back as module calls (rewrites/capture.py); the
+    rewrite check below compares the result with the original model at another batch size, so a capture
+    that froze the batch, or anything else, fails there rather than in the release."""
+    import torch
+
+    from compressor.rewrites.capture import capture, is_exported_module
     from compressor.rewrites.graph import trace
 
+    if not isinstance(model, torch.jit.ScriptModule) and not is_exported_module(model):
+        try:
+            trace(model)  # the tracer the rewrites use
+            return model, "torch.fx", None
+        except Exception as exc:  # fx raises many types: TraceError, TypeError, AssertionError, ...
+            fx_failure = f"torch.fx: {type(exc).__name__}: {first_line(exc)}"
+    else:
+        fx_failure = "TorchScript" if isinstance(model, torch.jit.ScriptModule) else "exported program"
     try:
-        trace(model)  # the tracer the rewrites use
-    except Exception as exc:  # fx raises many types: TraceError, AssertionError for TorchScript, ...
-        return f"{type(exc).__name__}: {first_line(exc)}"
-    return None
+        with torch.no_grad():
+            return capture(model, example), "torch.export", None
+    except Exception as exc:  # torch.export's failures are as varied as fx's
+        return model, None, f"{fx_failure}; torch.export: {type(exc).__name__}: {first_line(exc)}"
 
 
 def _relative_change(reference: nn.Module, model: nn.Module, inputs: dict[str, torch.Tensor]) -> float:

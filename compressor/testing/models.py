@@ -55,6 +55,62 @@ class TinyDecoder(nn.Module):
         return self.blocks(self.project(z).view(z.shape[0], self.channels, 4, 4))
 
 
+class ResnetGenerator(nn.Module):
+    """CycleGAN/pix2pix-style image-to-image generator, as users write it: reflection padding, InstanceNorm,
+    a stride-2 conv down, residual blocks, ConvTranspose2d(3, 2, 1, output_padding=1) up, Tanh."""
+
+    def __init__(self, channels: int = 3, width: int = 8, blocks: int = 2) -> None:
+        super().__init__()
+        layers = [nn.ReflectionPad2d(3), nn.Conv2d(channels, width, 7), nn.InstanceNorm2d(width), nn.ReLU(True)]
+        layers += [nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.InstanceNorm2d(2 * width), nn.ReLU(True)]
+        layers += [_ResnetBlock(2 * width) for _ in range(blocks)]
+        layers += [nn.ConvTranspose2d(2 * width, width, 3, stride=2, padding=1, output_padding=1), nn.InstanceNorm2d(width), nn.ReLU(True)]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(width, channels, 7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model(image)
+
+
+class _ResnetBlock(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.conv_block = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(width, width, 3), nn.InstanceNorm2d(width), nn.ReLU(True),
+            nn.ReflectionPad2d(1), nn.Conv2d(width, width, 3), nn.InstanceNorm2d(width),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv_block(x)
+
+
+class ShapeBranchDecoder(nn.Module):
+    """A diffusers-style VAE decoder that torch.fx cannot trace: its upsampler branches on the batch size (as
+    diffusers' Upsample2D does) and its attention reshapes by the input's shape. GroupNorm, SiLU,
+    self-attention, 2x nearest upsampling + 3x3 conv."""
+
+    def __init__(self, latent_channels: int = 4, width: int = 16) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(latent_channels, width, 3, padding=1)
+        self.norm1, self.conv1 = nn.GroupNorm(4, width), nn.Conv2d(width, width, 3, padding=1)
+        self.attn_norm = nn.GroupNorm(4, width)
+        self.to_q, self.to_k, self.to_v, self.to_out = (nn.Linear(width, width) for _ in range(4))
+        self.up_conv = nn.Conv2d(width, width, 3, padding=1)
+        self.norm_out, self.conv_out = nn.GroupNorm(4, width), nn.Conv2d(width, 3, 3, padding=1)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        x = self.conv_in(latent)
+        x = x + self.conv1(nn.functional.silu(self.norm1(x)))
+        batch, channels, height, width = x.shape
+        h = self.attn_norm(x).view(batch, channels, height * width).transpose(1, 2)
+        h = nn.functional.scaled_dot_product_attention(self.to_q(h), self.to_k(h), self.to_v(h))
+        x = x + self.to_out(h).transpose(1, 2).reshape(batch, channels, height, width)
+        if x.shape[0] >= 64:  # diffusers' Upsample2D does this; torch.fx cannot trace a branch on a shape
+            x = x.contiguous()
+        x = self.up_conv(nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return torch.tanh(self.conv_out(nn.functional.silu(self.norm_out(x))))
+
+
 def randomized(model: nn.Module, seed: int = 0) -> nn.Module:
     """Seeded weights plus non-trivial BatchNorm statistics, so folding BN is really exercised."""
     torch.manual_seed(seed)

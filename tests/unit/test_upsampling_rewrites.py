@@ -13,7 +13,7 @@ from compressor.rewrites import (
     fold_batchnorm,
     upsample_conv_to_phases,
 )
-from compressor.rewrites.convtranspose import convtranspose_phases
+from compressor.rewrites.convtranspose import convtranspose_phases, leftover_convtransposes
 from compressor.rewrites.phases import (
     BlockConv2d,
     PhaseConv2d,
@@ -151,19 +151,57 @@ def test_relu_that_follows_is_applied_per_phase_and_removed_from_the_graph():
 @pytest.mark.parametrize(
     "layer",
     [
-        nn.ConvTranspose2d(4, 4, 3, 2, 1),  # other kernel size
-        nn.ConvTranspose2d(4, 4, 4, 1, 0),  # stride 1 (the 1x1-input projection)
+        nn.ConvTranspose2d(4, 4, 3, 2, 1),
+        nn.ConvTranspose2d(4, 6, 3, 2, 1, output_padding=1),  # ResNet generators' upsampler
         nn.ConvTranspose2d(4, 4, 4, 2, 1, output_padding=1),
-        nn.ConvTranspose2d(4, 4, 4, 2, 1, groups=2),
+        nn.ConvTranspose2d(4, 3, 5, 3, 2, output_padding=2),
+        nn.ConvTranspose2d(4, 2, 2, 2, 0),
+        nn.ConvTranspose2d(4, 4, 7, 4, 3, bias=False),
     ],
-    ids=["kernel3", "stride1", "output-padding", "groups"],
+    ids=["k3s2p1", "k3s2p1op1", "k4s2p1op1", "k5s3p2op2", "k2s2p0", "k7s4p3-nobias"],
 )
-def test_other_transposed_convs_are_left_alone(layer):
+def test_every_strided_transposed_conv_gets_an_exact_conv_form(layer):
+    model = nn.Sequential(layer, nn.ReLU()).eval()
+    nn.init.uniform_(layer.weight, -1, 1)
+    rewritten, changed = decompose_convtranspose(model, (torch.randn(2, 4, 5, 6),))
+    assert changed == ["0"]
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in rewritten.modules())
+    assert not any(isinstance(m, nn.ReLU) and name != "0.activation" for name, m in rewritten.named_modules())
+    for size in [(5, 6), (1, 1), (8, 3)]:  # the form depends on no particular input size
+        x = torch.randn(3, 4, *size)
+        torch.testing.assert_close(rewritten(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "layer, reason",
+    [
+        (nn.ConvTranspose2d(4, 4, 4, 1, 0), "stride 1"),
+        (nn.ConvTranspose2d(4, 4, 4, 2, 1, groups=2), "groups=2"),
+        (nn.ConvTranspose2d(4, 4, 3, 2, 1, dilation=2), "dilation"),
+        (nn.ConvTranspose2d(4, 4, 3, (2, 1), 1), "differs per axis"),
+    ],
+    ids=["stride1", "groups", "dilation", "anisotropic-stride"],
+)
+def test_other_transposed_convs_are_left_alone_with_a_reason(layer, reason):
     model = nn.Sequential(layer).eval()
     rewritten, changed = decompose_convtranspose(model)
     assert changed == []
+    assert reason in leftover_convtransposes(rewritten)["0"]
     x = torch.randn(2, 4, 5, 5)
     torch.testing.assert_close(rewritten(x), model(x))
+
+
+def test_a_transposed_conv_called_twice_is_listed_with_why():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up = nn.ConvTranspose2d(4, 4, 3, 2, 1, output_padding=1)
+
+        def forward(self, x):
+            return self.up(x) + self.up(x.flip(-1))
+
+    rewritten, changed = decompose_convtranspose(Twice().eval())
+    assert changed == [] and "more than one place" in leftover_convtransposes(rewritten)["up"]
 
 
 class _Upsampler(nn.Module):

@@ -1,0 +1,77 @@
+"""A module graph the rewrites can read, for every model a user brings, whatever it came as.
+
+The rewrites match module calls (an nn.ConvTranspose2d, an nn.Upsample feeding an nn.Conv2d) in a torch.fx
+graph. Three kinds of model give torch.fx no such graph:
+
+- TorchScript modules (fx cannot trace them at all);
+- Python models with control flow on shapes or Python containers (diffusers' blocks: "symbolically traced
+  variables cannot be used as inputs to control flow"), which fx's symbolic tracer refuses;
+- torch.export programs (`.pt2`), whose graph is ATen calls on flat weights, with no module calls left.
+
+For those, `capture` records the model with torch.export, which runs the Python and specialises each shape
+branch instead of failing (TorchScript goes through torch's TorchScript-to-export converter), and
+`rewrites/lift.py` turns the ATen calls the rewrites know back into the nn modules they came from. Every
+rewrite then runs unchanged on every format, and QAT and pruning, which need torch modules, get them too.
+
+Why not rewrite the exported ONNX graph instead: the rewrites' fast forms (and what was measured about which
+form ORT's int8 kernels run best) live in torch, and QAT must train the rewritten form; a second
+implementation of each rewrite on ONNX would be two registries that must agree.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from compressor.rewrites.lift import lift_modules
+
+
+def capture(model: nn.Module, example: tuple) -> fx.GraphModule:
+    """`model` as an fx GraphModule of module calls, recorded with torch.export on `example` (batch free)."""
+    if isinstance(model, torch.jit.ScriptModule):
+        from torch._export.converter import TS2EPConverter
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # notes on unused BatchNorm counters, not ours to fix
+            program = TS2EPConverter(model, example).convert()
+    elif is_exported_module(model):
+        return lift_modules(model)
+    else:
+        dynamic = tuple({0: torch.export.Dim.AUTO} for _ in example)
+        program = torch.export.export(model, example, dynamic_shapes=dynamic, strict=False)
+    return lift_modules(plain_graph_module(program))
+
+
+def is_exported_module(model: nn.Module) -> bool:
+    """True for a GraphModule made from a torch.export program (its graph calls ATen ops, not modules)."""
+    if not isinstance(model, fx.GraphModule):
+        return False
+    return any(
+        node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload) for node in model.graph.nodes
+    )
+
+
+def plain_graph_module(program: torch.export.ExportedProgram) -> fx.GraphModule:
+    """`program.module()` without its input guards (they pin the batch size it was exported with; the batch
+    is freed and checked by the caller) and without pytree plumbing: forward takes the inputs positionally
+    and returns one tensor or a tuple, as the model did."""
+    module = program.module()
+    graph = module.graph
+    for node in list(graph.nodes):
+        if node.op == "call_module" and node.target == "_guards_fn":
+            graph.erase_node(node)
+    single_output = program.call_spec.out_spec is not None and program.call_spec.out_spec.is_leaf()
+    graph._codegen = fx.graph.CodeGen()
+    output = next(node for node in graph.nodes if node.op == "output")
+    values = output.args[0]
+    if single_output and isinstance(values, (tuple, list)) and len(values) == 1:
+        output.args = (values[0],)
+    plain = fx.GraphModule(module, graph, "ExportedModel")
+    if hasattr(plain, "_guards_fn"):
+        del plain._guards_fn
+    plain.graph.lint()
+    plain.recompile()
+    return plain
