@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from compressor.errors import ConfigError
-from compressor.modelcard import ModelCard, sample_inputs
+from compressor.modelcard import InputSpec, ModelCard, sample_inputs
 
 
 def prior_samples(card: ModelCard, count: int, seed: int) -> dict[str, np.ndarray]:
@@ -29,8 +29,8 @@ def load_calibration(path: Path, card: ModelCard, minimum: int = MIN_CALIBRATION
     for file in files:
         arrays = _read_npz(file)
         for name, spec in card.inputs.items():
-            parts[name].append(_checked(arrays, name, tuple(spec.shape), file))
-    data = {name: np.concatenate(chunks).astype(np.float32) for name, chunks in parts.items()}
+            parts[name].append(_checked(arrays, name, spec, file))
+    data = {name: np.concatenate(chunks).astype(card.inputs[name].dtype) for name, chunks in parts.items()}
     counts = {len(array) for array in data.values()}
     if len(counts) != 1:
         raise ConfigError(f"{path}: inputs hold different sample counts {sorted(counts)}; give every input the same count")
@@ -53,16 +53,22 @@ def _read_npz(file: Path) -> dict[str, np.ndarray]:
         raise ConfigError(f"{file}: not a readable .npz file ({type(exc).__name__}); save it with numpy.savez") from exc
 
 
-def _checked(arrays: dict[str, np.ndarray], name: str, shape: tuple[int, ...], file: Path) -> np.ndarray:
+def _checked(arrays: dict[str, np.ndarray], name: str, spec: InputSpec, file: Path) -> np.ndarray:
+    shape = tuple(spec.shape)
     if name not in arrays:
         raise ConfigError(f"{file}: no array named '{name}' (found {sorted(arrays)}); name arrays after the model inputs")
     array = arrays[name]
     if array.shape[1:] != shape:
         raise ConfigError(f"{file}: '{name}' has samples of shape {list(array.shape[1:])}, the model takes {list(shape)}")
+    if spec.dtype == "int64":
+        if not np.issubdtype(array.dtype, np.integer):
+            raise ConfigError(f"{file}: '{name}' has dtype {array.dtype}; the model card says int64: save integers")
+        return array
     if not np.issubdtype(array.dtype, np.floating):
         raise ConfigError(f"{file}: '{name}' has dtype {array.dtype}; calibration inputs must be floating point")
     if not np.isfinite(array).all():
         raise ConfigError(f"{file}: '{name}' contains NaN or Inf; remove those samples")
-    if array.size and float(array.std()) == 0.0:  # constant inputs calibrate every range to a single point
+    varies = spec.prior in ("normal", "uniform")  # a fixed conditioning value is constant by design
+    if varies and array.size and float(array.std()) == 0.0:  # constant inputs calibrate every range to a single point
         raise ConfigError(f"{file}: '{name}' is constant (every value {array.flat[0]}); calibrate on varied inputs")
     return array

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from compressor.errors import ConfigError, validation_summary
 from compressor.files import read_yaml
@@ -21,13 +21,43 @@ CARD_FILE = "compressor.yaml"
 
 
 class InputSpec(BaseModel):
-    """One model input: its per-sample shape (batch axis excluded) and the prior it is drawn from."""
+    """One model input: its per-sample shape (batch axis excluded), dtype, and the prior it is drawn from.
+
+    Latents are float with a `normal` or `uniform` prior. Conditioning inputs (a diffusion timestep, a class
+    label, a guidance scale) are often integers or particular values: `integers` draws uniformly from the
+    inclusive `range`, `choice` from the listed `values`, `fixed` is `value` for every sample."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    shape: tuple[int, ...] = Field(description="Per-sample shape, batch axis excluded, e.g. [64].")
-    prior: Literal["normal", "uniform"] = Field(
-        "normal", description="normal: N(0, I); uniform: U(-1, 1)."
+    shape: tuple[int, ...] = Field(description="Per-sample shape, batch axis excluded, e.g. [64]; [] for one number per sample.")
+    dtype: Literal["float32", "int64"] = Field("float32", description="Element type the model takes.")
+    prior: Literal["normal", "uniform", "integers", "choice", "fixed"] = Field(
+        "normal",
+        description="normal: N(0, I); uniform: U(range), U(-1, 1) by default; integers: uniform integers in the "
+        "inclusive range; choice: one of values per sample; fixed: value for every sample.",
     )
+    range: tuple[float, float] | None = Field(None, description="[low, high] for uniform and integers priors.")
+    values: list[float] | None = Field(None, description="The values a choice prior draws from.")
+    value: float | None = Field(None, description="The value of a fixed prior.")
+
+    @model_validator(mode="after")
+    def _prior_fits(self) -> InputSpec:
+        needs = {"integers": "range", "choice": "values", "fixed": "value"}
+        allowed = {"normal": set(), "uniform": {"range"}, "integers": {"range"}, "choice": {"values"}, "fixed": {"value"}}
+        given = {key for key in ("range", "values", "value") if getattr(self, key) is not None}
+        if self.prior in needs and needs[self.prior] not in given:
+            raise ValueError(f"prior '{self.prior}' needs '{needs[self.prior]}'")
+        if given - allowed[self.prior]:
+            raise ValueError(f"prior '{self.prior}' takes no {sorted(given - allowed[self.prior])}")
+        if self.dtype == "int64" and self.prior in ("normal", "uniform"):
+            raise ValueError(f"an int64 input needs an integers, choice or fixed prior, not '{self.prior}'")
+        if self.prior == "integers" and (self.dtype != "int64" or self.range[0] > self.range[1]):
+            raise ValueError("prior 'integers' needs dtype int64 and a range [low, high] with low <= high")
+        numbers = self.values if self.values is not None else [self.value] if self.value is not None else []
+        if self.dtype == "int64" and any(float(v) != int(v) for v in numbers):
+            raise ValueError(f"an int64 input's values must be whole numbers, got {numbers}")
+        if self.values is not None and not self.values:
+            raise ValueError("a choice prior needs at least one value")
+        return self
 
 
 class OutputSpec(BaseModel):
@@ -36,6 +66,11 @@ class OutputSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     shape: tuple[int, ...] | None = Field(None, description="Per-sample shape, batch axis excluded.")
     range: tuple[float, float] | None = Field(None, description="Value range, e.g. [-1, 1] after tanh.")
+    image: bool | None = Field(
+        None,
+        description="Whether the output is an image that image metrics (SSIM, FID) may judge; false for a diffusion "
+        "UNet's noise prediction. Null: decided from its shape ([N, 1|3, H, W]).",
+    )
 
 
 class ModelCard(BaseModel):
@@ -51,10 +86,22 @@ class ModelCard(BaseModel):
     inputs: dict[str, InputSpec] = Field(description="Model inputs, in the order forward() takes them.")
     outputs: dict[str, OutputSpec] = Field(default_factory=lambda: {"output": OutputSpec()})
 
+    @model_validator(mode="after")
+    def _names_distinct(self) -> ModelCard:
+        clash = sorted(set(self.inputs) & set(self.outputs))
+        if clash:
+            raise ValueError(f"{clash} named both an input and an output; rename one (exported graphs need distinct names)")
+        return self
+
     @property
     def output_range(self) -> tuple[float, float] | None:
         """The declared value range of the first output (the one parity and quality judge)."""
         return next(iter(self.outputs.values())).range
+
+    @property
+    def output_is_image(self) -> bool | None:
+        """What the card says about the first output being an image (None: not said)."""
+        return next(iter(self.outputs.values())).image
 
 
 def load_card(path: Path) -> ModelCard:
@@ -69,17 +116,33 @@ def load_card(path: Path) -> ModelCard:
 
 def sample_inputs(card: ModelCard, batch: int, seed: int) -> dict[str, torch.Tensor]:
     """Draw `batch` seeded samples of every input from its prior (the same seed gives the same tensors)."""
+    generator = _generator(seed)
+    return {name: draw(spec, batch, generator) for name, spec in card.inputs.items()}
+
+
+def _generator(seed: int):
     import torch  # here, so listing targets and profiles does not pay for importing torch
 
-    generator = torch.Generator().manual_seed(seed)
-    samples = {}
-    for name, spec in card.inputs.items():
-        shape = (batch, *spec.shape)
-        if spec.prior == "normal":
-            samples[name] = torch.randn(shape, generator=generator)
-        else:
-            samples[name] = torch.rand(shape, generator=generator) * 2 - 1
-    return samples
+    return torch.Generator().manual_seed(seed)
+
+
+def draw(spec: InputSpec, batch: int, generator) -> torch.Tensor:
+    """`batch` samples of one input from its prior, in its dtype."""
+    import torch
+
+    shape = (batch, *spec.shape)
+    dtype = torch.int64 if spec.dtype == "int64" else torch.float32
+    if spec.prior == "normal":
+        return torch.randn(shape, generator=generator)
+    if spec.prior == "uniform":
+        low, high = spec.range or (-1.0, 1.0)
+        return torch.rand(shape, generator=generator) * (high - low) + low
+    if spec.prior == "integers":
+        return torch.randint(int(spec.range[0]), int(spec.range[1]) + 1, shape, generator=generator)
+    if spec.prior == "fixed":
+        return torch.full(shape, spec.value, dtype=dtype)
+    values = torch.tensor(spec.values, dtype=dtype)
+    return values[torch.randint(len(values), shape, generator=generator)]
 
 
 def as_output_list(output) -> list:

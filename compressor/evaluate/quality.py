@@ -131,7 +131,7 @@ class QualityEvaluator:
         self.latents = self._latents(QUALITY_SEED_OFFSET)
         self.reference_outputs = generate(torch_runner(self.ctx.reference), self.latents, self.settings.batch)
         self.value_range = self._value_range()
-        self.not_images = image_output_problem(self.reference_outputs.shape)
+        self.not_images = image_output_problem(self.reference_outputs.shape, self.ctx.card.output_is_image)
         if self.not_images:  # PSNR still applies; image metrics and distances do not
             return
         extractors = {"fd_surrogate": fd_surrogate.RandomConvFeatures()}
@@ -219,8 +219,11 @@ class QualityEvaluator:
         return low, low + data_range_of(None, self.reference_outputs)
 
 
-def image_output_problem(shape: tuple[int, ...]) -> str | None:
-    """Why image quality metrics do not apply to an output of this shape, or None when they do."""
+def image_output_problem(shape: tuple[int, ...], declared: bool | None = None) -> str | None:
+    """Why image quality metrics do not apply to an output of this shape, or None when they do; the model
+    card's word (`image: false` on a noise prediction) comes first."""
+    if declared is False:
+        return "the model card says the first output is not an image (image: false)"
     if is_image_batch(shape):
         return None
     return f"the first output has shape {list(shape)}, not [N, 1|3, H, W] images"

@@ -20,6 +20,7 @@ implementation of each rewrite on ONNX would be two registries that must agree.
 
 from __future__ import annotations
 
+import operator
 import warnings
 
 import torch
@@ -75,3 +76,40 @@ def plain_graph_module(program: torch.export.ExportedProgram) -> fx.GraphModule:
     plain.graph.lint()
     plain.recompile()
     return plain
+
+
+aten = torch.ops.aten
+# Ops that take a shape list, and the position of that list: where a program exported with a fixed batch
+# wrote its batch size as a number.
+_SHAPE_ARGUMENT = {
+    aten.view.default: 1, aten.reshape.default: 1, aten._unsafe_view.default: 1, aten.expand.default: 1,
+    aten.new_zeros.default: 1, aten.new_ones.default: 1, aten.new_full.default: 1, aten.new_empty.default: 1,
+    aten.zeros.default: 0, aten.ones.default: 0, aten.full.default: 0, aten.randn.default: 0,
+}
+
+
+def free_batch(graph_module: fx.GraphModule, batch: int) -> int:
+    """Replace, in place, each shape list whose leading number is a multiple of `batch` (the fixed batch a
+    program was exported with: `view(x, [2, 512, 64])`, `view(x, [2 * heads, ...])`) with the same multiple of
+    the first input's actual batch size. Returns how many it changed. A guess by construction: the caller
+    checks the result against the program at other batch sizes."""
+    graph = graph_module.graph
+    placeholders = [node for node in graph.nodes if node.op == "placeholder"]
+    with graph.inserting_after(placeholders[-1]):
+        size = graph.call_function(aten.sym_size.int, (placeholders[0], 0))
+    changed = 0
+    for node in list(graph.nodes):
+        position = _SHAPE_ARGUMENT.get(node.target)
+        shape = node.args[position] if position is not None and len(node.args) > position else None
+        if not isinstance(shape, (list, tuple)) or not shape or not isinstance(shape[0], int) or shape[0] % batch:
+            continue
+        with graph.inserting_before(node):
+            leading = size if shape[0] == batch else graph.call_function(operator.mul, (size, shape[0] // batch))
+        args = list(node.args)
+        args[position] = [leading, *shape[1:]]
+        node.args = tuple(args)
+        changed += 1
+    if not changed:
+        graph.erase_node(size)
+    graph_module.recompile()
+    return changed

@@ -103,7 +103,8 @@ class ShapeBranchDecoder(nn.Module):
         x = x + self.conv1(nn.functional.silu(self.norm1(x)))
         batch, channels, height, width = x.shape
         h = self.attn_norm(x).view(batch, channels, height * width).transpose(1, 2)
-        h = nn.functional.scaled_dot_product_attention(self.to_q(h), self.to_k(h), self.to_v(h))
+        q, k, v = (proj(h).view(batch, -1, 2, channels // 2).transpose(1, 2) for proj in (self.to_q, self.to_k, self.to_v))
+        h = nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, -1, channels)
         x = x + self.to_out(h).transpose(1, 2).reshape(batch, channels, height, width)
         if x.shape[0] >= 64:  # diffusers' Upsample2D does this; torch.fx cannot trace a branch on a shape
             x = x.contiguous()

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from compressor.checkpoint import load_checkpoint
 from compressor.errors import CheckpointError, ConfigError
 from compressor.testing.models import (
+    ShapeBranchDecoder,
     TinyGenerator,
     card_dict,
     randomized,
@@ -174,6 +175,29 @@ def test_torch_export_loads_and_infers_card_from_example_inputs(ckpt_dir: Path, 
     assert loaded.format == "torch.export"
     assert [spec.shape for spec in loaded.card.inputs.values()] == [(LATENT,)]
     assert_same_outputs(loaded.model, model, batch=3)  # a batch size other than the example's
+
+
+@pytest.mark.parametrize("example_batch", [1, 2])
+def test_a_pt2_exported_with_a_fixed_batch_runs_at_every_batch(tmp_path: Path, example_batch: int) -> None:
+    # Most users export without dynamic_shapes: the program asserts its example's batch and has it written into
+    # its reshapes (the attention of ShapeBranchDecoder views by batch).
+    model = ShapeBranchDecoder().eval()
+    program = torch.export.export(model, (torch.randn(example_batch, 4, 8, 8),))
+    torch.export.save(program, str(tmp_path / "decoder.pt2"))
+    loaded = load_checkpoint(tmp_path / "decoder.pt2")
+    latent = torch.randn(5, 4, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(latent), model(latent))
+
+
+def test_a_pt2_whose_samples_depend_on_each_other_names_the_fix(tmp_path: Path) -> None:
+    class BatchMean(nn.Module):  # each output reads the whole batch: no other batch size gives the same
+        def forward(self, z):
+            return z - z.mean(0, keepdim=True)
+
+    torch.export.save(torch.export.export(BatchMean(), (torch.randn(2, LATENT),)), str(tmp_path / "mean.pt2"))
+    message = load_error(tmp_path / "mean.pt2")
+    assert "fixed batch of 2" in message and "Dim('batch')" in message
 
 
 @pytest.mark.parametrize("arch_kind", ["module", "py-file", "file-beside"])

@@ -63,9 +63,19 @@ def _export_errors(what: str, card: ModelCard):
     try:
         yield
     except Exception as exc:
-        raise ExportError(
-            f"{what} of {card.name} failed ({type(exc).__name__}: {first_line(exc)}); rerun with --debug for the traceback"
-        ) from exc
+        root = _root_cause(exc)
+        why = f"{type(exc).__name__}: {first_line(exc)}"
+        if root is not exc:  # the exporter wraps the real reason ("only 4D query ... supported") in generic advice
+            why = f"{type(root).__name__}: {first_line(root)}"
+        raise ExportError(f"{what} of {card.name} failed ({why}); rerun with --debug for the traceback") from exc
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    seen = {id(exc)}
+    while (exc.__cause__ or exc.__context__) is not None and id(exc.__cause__ or exc.__context__) not in seen:
+        exc = exc.__cause__ or exc.__context__
+        seen.add(id(exc))
+    return exc
 
 
 def _fold_constants(path: Path) -> None:
