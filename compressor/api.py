@@ -141,7 +141,7 @@ def run(config: RunConfig, on_step: Callable[[str, str], None] | None = None) ->
             min_psnr = plan.min_psnr if plan is not None and artifact.role == "final" else None
             _check_and_time(artifact, min_psnr, runtime, ctx, steps, manifest)
             _judge(artifact, quality, runtime, ctx, steps, manifest)
-        _compare_with_baseline(manifest.data["artifacts"])
+        _compare_with_baseline(manifest.data["artifacts"], artifacts, runtime, ctx)
         manifest.data["release_files"] = [path.name for path in runtime.release_files(artifacts, ctx.card, work)]
         manifest.data["budgets"] = steps.run("budgets", lambda: check_budgets(manifest.data, resolved.profile.budgets))
         manifest.data["status"] = "complete"
@@ -210,21 +210,28 @@ def _headline(record: dict[str, Any]) -> dict[str, Any]:
     return headline
 
 
-def _compare_with_baseline(artifacts: dict[str, Any]) -> None:
-    """Record each artifact's latency relative to the baseline at the largest batch, and warn when it is slower:
-    a compressed artifact that runs slower than its baseline is what users most complain about."""
-    baseline = next((name for name, record in artifacts.items() if record["role"] == "baseline"), None)
-    if baseline is None or "batches" not in artifacts[baseline]["latency"]:
+def _compare_with_baseline(records: dict[str, Any], artifacts: list[Artifact], runtime: Runtime, ctx: RunContext) -> None:
+    """Record each artifact's latency relative to the baseline at the largest batch. A compressed artifact slower
+    than its baseline is what users most complain about: it is warned about, the `latency_vs_baseline` budget
+    can fail the run on it, and the runtime's profiler says which op types cost the time in each artifact."""
+    baseline = next((name for name, record in records.items() if record["role"] == "baseline"), None)
+    if baseline is None or "batches" not in records[baseline]["latency"]:
         return  # nothing to compare with, or latency pending (timed on the device)
-    reference = artifacts[baseline]["latency"]["batches"]
+    reference = records[baseline]["latency"]["batches"]
     batch = max(reference, key=int)
-    for name, record in artifacts.items():
+    for name, record in records.items():
         if name == baseline or "batches" not in record["latency"]:
             continue
         ratio = record["latency"]["batches"][batch]["median_ms"] / reference[batch]["median_ms"]
         record["latency_vs_fp32"] = {"batch": int(batch), "ratio": ratio}
         if ratio > 1:
             log.warning("%s is %.2fx SLOWER than %s at batch %s on this machine", name, ratio, baseline, batch)
+            seed = ctx.config.seed + BENCHMARK_SEED_OFFSET
+            for artifact in artifacts:
+                if artifact.name in (name, baseline) and "op_times_ms" not in records[artifact.name]:
+                    times = runtime.op_times(artifact, ctx.card, seed, int(batch))
+                    if times is not None:
+                        records[artifact.name]["op_times_ms"] = {"batch": int(batch), "by_op_type": times}
 
 
 def _resolve(config: RunConfig) -> ResolvedConfig:

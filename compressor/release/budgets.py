@@ -57,6 +57,11 @@ class Budgets(_Limit):
 
     size_mb: MaxLimit | None = Field(None, description="Artifact file size, MB (10^6 bytes).")
     latency_ms: LatencyLimit | None = Field(None, description="Median latency on the target's runtime.")
+    latency_vs_baseline: MaxLimit | None = Field(
+        None,
+        description="Median latency divided by the fp32 baseline artifact's, at the largest batch timed: above 1 the "
+        "compressed artifact is slower than the model it replaces.",
+    )
     fid: DeltaLimit | None = Field(None, description="FID increase over the reference model (Inception weights needed).")
     fd_surrogate: DeltaLimit | None = Field(None, description="FD-surrogate increase over the reference model.")
     psnr: MinLimit | None = Field(None, description="PSNR vs the reference model on the same latents, dB.")
@@ -138,6 +143,17 @@ def _latency(artifact: dict[str, Any], limit: LatencyLimit) -> float | str:
     return float(batches[str(limit.batch)]["median_ms"])
 
 
+def _latency_ratio(artifact: dict[str, Any], limit: MaxLimit) -> float | str:
+    if "pending" in artifact.get("latency", {}):
+        return "latency is measured on the device: run compressor build-engine there, then compressor gate"
+    if "latency_vs_fp32" not in artifact:
+        raise BudgetError(
+            "budget latency_vs_baseline: the release has no baseline artifact to compare with (the profile quantizes "
+            "nothing); remove the budget"
+        )
+    return float(artifact["latency_vs_fp32"]["ratio"])
+
+
 def _quality(budget: str, metric: str, key: str | None = None) -> Callable[[dict[str, Any], _Limit], float]:
     """Reads artifact.quality[metric] (or its [key]); a missing value is an error that says why it is missing."""
 
@@ -161,6 +177,7 @@ def _quality(budget: str, metric: str, key: str | None = None) -> Callable[[dict
 _MEASURED: dict[str, Callable[[dict[str, Any], Any], float | str]] = {
     "size_mb": lambda artifact, limit: artifact["bytes"] / 1e6,
     "latency_ms": _latency,
+    "latency_vs_baseline": _latency_ratio,
     "fid": _quality("fid", "fid", "delta"),
     "fd_surrogate": _quality("fd_surrogate", "fd_surrogate", "delta"),
     "psnr": _quality("psnr", "psnr_db"),

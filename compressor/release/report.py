@@ -20,7 +20,7 @@ def write_report(manifest: Manifest, path: Path) -> Path:
 
 def render(manifest: Manifest) -> str:
     sections = (
-        _title, _budgets, _input_model, _artifacts, _latency, _device, _quality, _gallery, _layer_precisions, _steps,
+        _title, _budgets, _input_model, _artifacts, _latency, _op_times, _device, _quality, _gallery, _layer_precisions, _steps,
         _provenance,
     )
     return "\n\n".join(text for text in (section(manifest) for section in sections) if text) + "\n"
@@ -181,6 +181,25 @@ def _latency(manifest: Manifest) -> str:
         "| file | batch | median ms | p90 ms | ms per sample | threads | runs |\n|---|---|---|---|---|---|---|\n"
     )
     return header + "\n".join(rows)
+
+
+def _op_times(manifest: Manifest) -> str:
+    """When a compressed artifact ran slower than its baseline: the runtime profiler's time per op type in each."""
+    profiled = {name: record["op_times_ms"] for name, record in manifest.get("artifacts", {}).items() if "op_times_ms" in record}
+    if not profiled:
+        return ""
+    names = list(profiled)
+    ops = sorted({op for times in profiled.values() for op in times["by_op_type"]},
+                 key=lambda op: -max(times["by_op_type"].get(op, 0.0) for times in profiled.values()))
+    rows = [f"| {op} | " + " | ".join(f"{profiled[name]['by_op_type'].get(op, 0.0):.3f}" for name in names) + " |" for op in ops[:12]]
+    batch = next(iter(profiled.values()))["batch"]
+    header = " | ".join(f"`{name}` ms" for name in names)
+    return (
+        f"## Where the time goes (batch {batch})\n\nAn artifact ran slower than its baseline; the runtime's profiler "
+        "gives the milliseconds per run spent in each op type. Layers behind the costly int8 ops can stay float "
+        "through the quantizing stage's `rules` (e.g. `{match: \"up_blocks.*\", precision: fp32}`).\n\n"
+        f"| op type | {header} |\n|---|{'---|' * len(names)}\n" + "\n".join(rows)
+    )
 
 
 def _device(manifest: Manifest) -> str:

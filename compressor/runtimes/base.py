@@ -105,6 +105,11 @@ class Runtime:
         or `{"pending": why}` when this machine cannot time the artifact (it is timed on the device later)."""
         raise NotImplementedError
 
+    def op_times(self, artifact: Artifact, card: ModelCard, seed: int, batch: int) -> dict[str, float] | None:
+        """Milliseconds per run spent in each op type at `batch` (the runtime's own profiler), slowest first; None
+        when this runtime cannot profile here. Asked for when an int8 artifact is slower than its baseline."""
+        return None
+
     def numerics_note(self) -> str | None:
         """None when `load` runs artifacts on the target's own runtime; else how they are run instead (e.g.
         simulated on ONNX Runtime's CPU), which every parity and quality figure is labelled with."""

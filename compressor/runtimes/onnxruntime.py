@@ -88,3 +88,31 @@ class OnnxRuntime(OnnxBackend):
             stats["per_sample_ms"] = stats["median_ms"] / batch
             results[str(batch)] = stats
         return {"batches": results, "threads": settings.threads, "provider": "CPUExecutionProvider"}
+
+    def op_times(self, artifact: Artifact, card: ModelCard, seed: int, batch: int) -> dict[str, float]:
+        """ORT's own profiler: kernel time per op type, averaged over a few runs after a warm-up."""
+        import json
+        import tempfile
+
+        import onnxruntime as ort
+
+        from compressor.modelcard import sample_inputs
+
+        feeds = {name: t.numpy() for name, t in sample_inputs(card, batch, seed).items()}
+        runs = 5
+        with tempfile.TemporaryDirectory() as folder:
+            options = self.session_options()
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(folder) / "ort")
+            session = ort.InferenceSession(str(artifact.path), options, providers=["CPUExecutionProvider"])
+            session.run(None, feeds)  # warm-up, counted out below
+            for _ in range(runs):
+                session.run(None, feeds)
+            events = json.loads(Path(session.end_profiling()).read_text())
+        totals: dict[str, float] = {}
+        kernels = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
+        per_run = len(kernels) // (runs + 1)
+        for event in kernels[per_run:]:  # the warm-up run's events come first
+            op = event["args"].get("op_name", "?")
+            totals[op] = totals.get(op, 0.0) + event["dur"] / 1000 / runs
+        return dict(sorted(totals.items(), key=lambda item: -item[1]))

@@ -112,6 +112,107 @@ class ShapeBranchDecoder(nn.Module):
         return torch.tanh(self.conv_out(nn.functional.silu(self.norm_out(x))))
 
 
+class DCGANGenerator(nn.Module):
+    """The PyTorch tutorial's DCGAN generator (64x64): latent (nz, 1, 1) -> ConvTranspose2d(4, 1, 0) then
+    ConvTranspose2d(4, 2, 1) + BatchNorm + ReLU blocks -> Tanh."""
+
+    def __init__(self, nz: int = 100, ngf: int = 64, channels: int = 3) -> None:
+        super().__init__()
+        widths = [ngf * 8, ngf * 4, ngf * 2, ngf]
+        layers = [nn.ConvTranspose2d(nz, widths[0], 4, 1, 0, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(True)]
+        for wide, narrow in zip(widths, widths[1:]):
+            layers += [nn.ConvTranspose2d(wide, narrow, 4, 2, 1, bias=False), nn.BatchNorm2d(narrow), nn.ReLU(True)]
+        layers += [nn.ConvTranspose2d(ngf, channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.main(z)
+
+
+class UNetGenerator(nn.Module):
+    """pix2pix-style image-to-image UNet: strided conv down with LeakyReLU, ConvTranspose2d(4, 2, 1) up, skips
+    concatenated on the channel axis."""
+
+    def __init__(self, channels: int = 3, width: int = 32, depth: int = 4) -> None:
+        super().__init__()
+        widths = [width * min(2**i, 8) for i in range(depth)]
+        self.down = nn.ModuleList()
+        previous = channels
+        for index, wide in enumerate(widths):
+            norm = [nn.BatchNorm2d(wide)] if index else []
+            self.down.append(nn.Sequential(nn.Conv2d(previous, wide, 4, 2, 1), *norm, nn.LeakyReLU(0.2)))
+            previous = wide
+        self.up = nn.ModuleList()
+        for index, wide in reversed(list(enumerate(widths[:-1]))):
+            incoming = widths[index + 1] * (1 if index == len(widths) - 2 else 2)
+            self.up.append(nn.Sequential(nn.ConvTranspose2d(incoming, wide, 4, 2, 1), nn.BatchNorm2d(wide), nn.ReLU()))
+        self.out = nn.Sequential(nn.ConvTranspose2d(widths[0] * 2, channels, 4, 2, 1), nn.Tanh())
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        skips = []
+        x = image
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+        skips.pop()
+        for block in self.up:
+            x = torch.cat([block(x), skips.pop()], dim=1)
+        return self.out(x)
+
+
+class TimestepUNet(nn.Module):
+    """A diffusers UNet2DModel-style denoiser: (noisy sample, int64 timestep) -> noise prediction. Sinusoidal
+    timestep embedding, ResNet blocks with GroupNorm + SiLU and the embedding added, self-attention at the
+    lowest resolution, stride-2 conv down, nearest 2x + 3x3 conv up, concatenated skips."""
+
+    def __init__(self, channels: int = 3, width: int = 32) -> None:
+        super().__init__()
+        self.width = width
+        self.time_mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.SiLU(), nn.Linear(4 * width, 4 * width))
+        self.conv_in = nn.Conv2d(channels, width, 3, padding=1)
+        self.down1, self.pool1 = _TimeResBlock(width, width, 4 * width), nn.Conv2d(width, width, 3, 2, 1)
+        self.down2, self.pool2 = _TimeResBlock(width, 2 * width, 4 * width), nn.Conv2d(2 * width, 2 * width, 3, 2, 1)
+        self.mid = _TimeResBlock(2 * width, 2 * width, 4 * width)
+        self.attn_norm = nn.GroupNorm(8, 2 * width)
+        self.qkv, self.proj = nn.Conv2d(2 * width, 6 * width, 1), nn.Conv2d(2 * width, 2 * width, 1)
+        self.up2_conv, self.up2 = nn.Conv2d(2 * width, 2 * width, 3, padding=1), _TimeResBlock(4 * width, width, 4 * width)
+        self.up1_conv, self.up1 = nn.Conv2d(width, width, 3, padding=1), _TimeResBlock(2 * width, width, 4 * width)
+        self.norm_out, self.conv_out = nn.GroupNorm(8, width), nn.Conv2d(width, channels, 3, padding=1)
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        half = self.width // 2
+        frequencies = torch.exp(-torch.arange(half, dtype=torch.float32, device=sample.device) * (9.21 / half))
+        angles = timestep.float()[:, None] * frequencies[None]
+        emb = self.time_mlp(torch.cat([angles.sin(), angles.cos()], dim=1))
+        x = self.conv_in(sample)
+        skip1 = self.down1(x, emb)
+        skip2 = self.down2(self.pool1(skip1), emb)
+        x = self.mid(self.pool2(skip2), emb)
+        x = x + self._attention(x)
+        x = self.up2(torch.cat([self.up2_conv(nn.functional.interpolate(x, scale_factor=2.0, mode="nearest")), skip2], 1), emb)
+        x = self.up1(torch.cat([self.up1_conv(nn.functional.interpolate(x, scale_factor=2.0, mode="nearest")), skip1], 1), emb)
+        return self.conv_out(nn.functional.silu(self.norm_out(x)))
+
+    def _attention(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        q, k, v = self.qkv(self.attn_norm(x)).reshape(batch, 3, 1, channels, height * width).transpose(-1, -2).unbind(1)
+        h = nn.functional.scaled_dot_product_attention(q, k, v)  # (batch, 1 head, tokens, channels)
+        return self.proj(h.transpose(-1, -2).reshape(batch, channels, height, width))
+
+
+class _TimeResBlock(nn.Module):
+    def __init__(self, incoming: int, outgoing: int, embedding: int) -> None:
+        super().__init__()
+        self.norm1, self.conv1 = nn.GroupNorm(8, incoming), nn.Conv2d(incoming, outgoing, 3, padding=1)
+        self.time = nn.Linear(embedding, outgoing)
+        self.norm2, self.conv2 = nn.GroupNorm(8, outgoing), nn.Conv2d(outgoing, outgoing, 3, padding=1)
+        self.skip = nn.Conv2d(incoming, outgoing, 1) if incoming != outgoing else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(nn.functional.silu(self.norm1(x))) + self.time(nn.functional.silu(emb))[:, :, None, None]
+        return self.skip(x) + self.conv2(nn.functional.silu(self.norm2(h)))
+
+
 def randomized(model: nn.Module, seed: int = 0) -> nn.Module:
     """Seeded weights plus non-trivial BatchNorm statistics, so folding BN is really exercised."""
     torch.manual_seed(seed)

@@ -60,3 +60,24 @@ def test_a_release_without_the_final_artifact_is_refused():
     baseline_only = {"artifacts": {"model.fp32.onnx": {"role": "baseline", "bytes": 1}}}
     with pytest.raises(BudgetError, match="marks no artifact as final"):
         check_budgets(baseline_only, Budgets.model_validate({"size_mb": {"max": 1}}))
+
+
+def test_an_int8_artifact_slower_than_its_baseline_fails_the_ratio_budget():
+    manifest = _manifest()
+    manifest["artifacts"]["model.onnx"]["latency_vs_fp32"] = {"batch": 16, "ratio": 1.25}
+    checks = check_budgets(manifest, Budgets.model_validate({"latency_vs_baseline": {"max": 1.0}}))
+    assert failures(checks) == ["latency_vs_baseline 1.25 > max 1"]
+    manifest["artifacts"]["model.onnx"]["latency_vs_fp32"]["ratio"] = 0.6
+    assert check_budgets(manifest, Budgets.model_validate({"latency_vs_baseline": {"max": 1.0}}))["latency_vs_baseline"]["ok"]
+
+
+def test_the_ratio_budget_without_a_baseline_says_to_remove_it():
+    with pytest.raises(BudgetError, match="no baseline artifact to compare with"):
+        check_budgets(_manifest(), Budgets.model_validate({"latency_vs_baseline": {"max": 1.0}}))
+
+
+def test_the_default_cpu_profiles_fail_an_int8_artifact_slower_than_fp32():
+    from compressor.config import resolve
+
+    for profile in ("balanced", "qat"):
+        assert resolve("cpu", profile).profile.budgets.latency_vs_baseline.max == 1.0
