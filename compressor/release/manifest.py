@@ -2,12 +2,17 @@
 
 A run works in a hidden temporary folder beside the release and renames it into place only when it
 finished: a failed or interrupted run (Ctrl-C included) deletes its temporary folder and leaves any
-previous release byte-for-byte untouched.
+previous release byte-for-byte untouched. One run at a time writes a release: it holds an exclusive
+flock on OUT/.<target>.lock from entering the folder until its release is in place or it failed; a
+second run fails fast instead of silently replacing the first's release. The kernel drops the lock
+with the process, so a run killed with SIGKILL leaves no stale lock, only its temporary folder,
+which the next run removes.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import shutil
@@ -20,10 +25,13 @@ from typing import Any
 
 from compressor import __version__
 from compressor.errors import OutputError, first_line
+from compressor.release.lock import check_unlocked, release_lock, take_lock
 
 MANIFEST_FILE = "manifest.json"
 SCHEMA_VERSION = 2  # 2: artifacts carry a role (final / baseline) and a format; the runtime is named at the top
 _VERSIONED = ("torch", "onnx", "onnxruntime", "onnxscript", "numpy", "nvidia-modelopt")
+
+log = logging.getLogger("compressor")
 
 
 def library_versions() -> dict[str, str]:
@@ -67,15 +75,19 @@ def read_manifest(path: Path) -> dict[str, Any]:
 
 
 class ReleaseFolder:
-    """Context manager: yields a temporary folder, renamed to `root/name` only if the block succeeds."""
+    """Context manager: yields a temporary folder, renamed to `root/name` only if the block succeeds; the
+    release's lock is held for the whole block."""
 
     def __init__(self, root: Path, name: str) -> None:
         self.root = Path(root)
         self.final = self.root / name
+        self.lock_path = self.root / f".{name}.lock"
         self.work: Path | None = None
+        self._lock: int | None = None  # file descriptor holding the flock
 
     def preflight(self) -> None:
-        """Fail before any work when the release root can neither be created nor written."""
+        """Fail before any work when the release root can neither be created nor written, or when another run
+        is writing this release. Creates nothing: a run that fails before its work leaves OUT as it was."""
         existing = self.root
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
@@ -85,12 +97,19 @@ class ReleaseFolder:
         if self.final.exists() and not (self.final / MANIFEST_FILE).is_file():
             # Only a previous release may be replaced: never delete a folder compressor did not write.
             raise OutputError(f"{self.final}: exists and is not a compressor release; move it away or pass another --out")
+        check_unlocked(self.lock_path, self.final)
 
     def __enter__(self) -> Path:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            self.work = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.partial-", dir=self.root))
-            self.work.chmod(0o755)  # mkdtemp makes it private; a release is meant to be shared
+            self._lock = take_lock(self.lock_path, self.final)
+            try:
+                self._remove_leftovers()
+                self.work = Path(tempfile.mkdtemp(prefix=self._partial_prefix, dir=self.root))
+                self.work.chmod(0o755)  # mkdtemp makes it private; a release is meant to be shared
+            except BaseException:
+                self._unlock()
+                raise
         except OSError as exc:
             raise OutputError(
                 f"{self.root}: output folder cannot be written ({exc.strerror or first_line(exc)}); pass --out to a writable folder"
@@ -98,11 +117,34 @@ class ReleaseFolder:
         return self.work
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None:  # any failure, KeyboardInterrupt included: drop the partial work
-            shutil.rmtree(self.work, ignore_errors=True)
+        try:
+            if exc_type is not None:  # any failure, KeyboardInterrupt included: drop the partial work
+                shutil.rmtree(self.work, ignore_errors=True)
+                return False
+            self._swap_into_place()
             return False
-        self._swap_into_place()
-        return False
+        finally:
+            self._unlock()
+
+    @property
+    def _partial_prefix(self) -> str:
+        return f".{self.final.name}.partial-"
+
+    def _remove_leftovers(self) -> None:
+        """Delete the temporary folders of runs killed before they could (SIGKILL, power loss): with the lock
+        held, no live run owns one."""
+        leftovers = [p for p in self.root.iterdir() if p.name.startswith(self._partial_prefix) and p.is_dir()]
+        for folder in leftovers:
+            shutil.rmtree(folder, ignore_errors=True)
+        removed = sum(not folder.exists() for folder in leftovers)
+        if removed:
+            log.warning("%s: removed %d unfinished folder(s) left by killed runs (%s*)",
+                        self.final, removed, self._partial_prefix)
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            release_lock(self._lock, self.lock_path)
+            self._lock = None
 
     def _swap_into_place(self) -> None:
         """Move the finished folder into place; the old release is removed only after the new one is there.
@@ -129,3 +171,4 @@ class ReleaseFolder:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a held-back Ctrl-C is delivered here
         if old is not None:
             shutil.rmtree(old.parent, ignore_errors=True)
+

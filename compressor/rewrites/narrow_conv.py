@@ -28,7 +28,9 @@ BLOCK_FACTORS = (1, 2, 4, 8)
 
 
 class BlockedConv2d(nn.Module):
-    """Conv2d(k x k, stride 1, padding k // 2) as Conv2d((f+k-1) x (f+k-1), stride f) + pixel shuffle(f)."""
+    """Conv2d(k x k, stride 1, zero padding p) as Conv2d((f+k-1) x (f+k-1), stride f, padding p) + pixel shuffle(f),
+    for an output size divisible by f: 'same' convs (p = k // 2) and the 'valid' ones (p = 0) that follow an
+    explicit reflection padding in ResNet generators."""
 
     fx_leaf = True  # see rewrites/graph.py
 
@@ -37,7 +39,8 @@ class BlockedConv2d(nn.Module):
         self.factor = factor
         out_channels, in_channels, size, _ = layer.weight.shape
         window = factor + size - 1
-        self.conv = nn.Conv2d(in_channels, factor * factor * out_channels, window, stride=factor, padding=size // 2, bias=layer.bias is not None)
+        self.conv = nn.Conv2d(in_channels, factor * factor * out_channels, window, stride=factor, padding=_padding(layer),
+                              bias=layer.bias is not None)
         with torch.no_grad():
             self.conv.weight.zero_()
             for p in range(factor):
@@ -59,26 +62,32 @@ def narrow_conv_to_blocks(model: nn.Module, example: tuple) -> tuple[nn.Module, 
     changed = []
     for node, layer in single_calls(graph_module, _rewritable):
         shape = input_shape(node)
-        factor = block_factor(layer.out_channels, layer.kernel_size[0], shape[2:] if shape else None)
+        size, padding = layer.kernel_size[0], _padding(layer)
+        output_size = tuple(extent + 2 * padding - size + 1 for extent in shape[2:]) if shape else None
+        factor = block_factor(layer.out_channels, size, output_size)
         if factor > 1:
             replace_module(graph_module, node.target, BlockedConv2d(layer, factor))
             changed.append(node.target)
     return finish(graph_module), changed
 
 
-def block_factor(out_channels: int, size: int, input_size: tuple[int, int] | None) -> int:
+def block_factor(out_channels: int, size: int, output_size: tuple[int, int] | None) -> int:
     """The block size f with the least padded MACs per output pixel, (f+k-1)^2 * padded(f^2 C) / f^2, among
-    those that divide the input size; 1 when the input size is unknown or no f at least halves the work
+    those that divide the output size; 1 when that size is unknown or no f at least halves the work
     (the cost model is rough, and blocks cost weights: (f+k-1)^2 f^2 / k^2 times as many)."""
 
     def cost(f: int) -> float:
         return (f + size - 1) ** 2 * padded_channels(f * f * out_channels) / (f * f)
 
-    if input_size is None:
+    if output_size is None:
         return 1
-    usable = [f for f in BLOCK_FACTORS if all(extent % f == 0 for extent in input_size)]
+    usable = [f for f in BLOCK_FACTORS if all(extent % f == 0 for extent in output_size)]
     best = min(usable, key=lambda f: (cost(f), f))
     return best if cost(best) <= cost(1) / 2 else 1
+
+
+def _padding(layer: nn.Conv2d) -> int:
+    return layer.kernel_size[0] // 2 if layer.padding == "same" else layer.padding[0]
 
 
 def _rewritable(module: nn.Module) -> bool:
@@ -88,7 +97,7 @@ def _rewritable(module: nn.Module) -> bool:
         and module.kernel_size == (size, size)
         and size % 2 == 1
         and module.stride == (1, 1)
-        and module.padding in ((size // 2, size // 2), "same")
+        and (module.padding == "same" or (isinstance(module.padding, tuple) and module.padding[0] == module.padding[1]))
         and module.dilation == (1, 1)
         and module.groups == 1
         and module.padding_mode == "zeros"

@@ -70,7 +70,10 @@ class QATConfig(QuantizingStage):
 
         self.check_target(ctx)
         if isinstance(model, torch.jit.ScriptModule):
-            raise ConfigError("qat: a TorchScript model cannot be fine-tuned; load the model from a folder or state_dict")
+            raise ConfigError(
+                "qat: a TorchScript model cannot be fine-tuned as it is; keep the rewrite stage before qat (it turns the "
+                "model into torch modules), or load the model from a folder or state_dict"
+            )
         if ctx.config.target.runtime.qat_quantizer == "nncf" and len(ctx.card.inputs) > qat_nncf.MAX_INPUTS:
             raise ConfigError(f"qat: models with more than {qat_nncf.MAX_INPUTS} inputs are not supported yet; use ptq")
 

@@ -1,9 +1,19 @@
-"""NNCF plumbing for the qat stage, imported only when a qat stage runs (NNCF is an optional extra)."""
+"""NNCF plumbing for the qat stage, imported only when a qat stage runs (NNCF is an optional extra).
+
+NNCF's fake quantizers run a C++ extension that torch compiles on first use into its extensions cache, guarded by
+a `lock` file; NNCF gives up waiting for it after NNCF_EXTENSION_LOAD_TIMEOUT seconds. A build whose process
+ends first (killed, or failed on that timeout) leaves the lock behind, and every later load waits on it until
+the timeout, then fails with NNCF's opaque ExtensionLoaderTimeoutException. load_extension() loads the extension
+up front and turns a stale lock or a too-slow build into one line with the fix.
+"""
 
 from __future__ import annotations
 
 import copy
 import os
+import time
+from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -15,6 +25,9 @@ _WRAPPER_PREFIX = "model."  # parameter names inside Wrapped
 
 
 MAX_INPUTS = 4
+TIMEOUT_ENV = "NNCF_EXTENSION_LOAD_TIMEOUT"  # NNCF's own variable, read when it loads the extension
+# NNCF's default of 60 s is shorter than a first build on a busy shared 2-core machine (it took longer there).
+SLOW_MACHINE_TIMEOUT_S = 300
 # NNCF node types of the ops whose weights int8 quantization is about (not norms' affine weights).
 _WEIGHTED_OPS = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
                  "linear", "matmul", "addmm", "bmm", "baddbmm"}
@@ -36,12 +49,67 @@ class Wrapped(nn.Module):
 
 
 def import_nncf():
+    """NNCF, with its C++ extension loaded (load_extension), so the qat stage never waits on it mid-way."""
     os.environ.setdefault("NNCF_CI", "1")  # no telemetry (docs/architecture.md)
     try:
         import nncf
     except ImportError as exc:
         raise ConfigError(f"qat needs NNCF ({exc}); pip install -e '.[qat]'") from exc
+    load_extension()
     return nncf
+
+
+def load_extension() -> None:
+    """Build (first time) and load NNCF's CPU quantization extension; one ConfigError line when a build lock
+    blocks it. `make install` calls this once, so the first qat run does not pay for the build."""
+    from nncf.torch.extensions import ExtensionLoaderTimeoutException
+    from nncf.torch.quantization.extensions import QuantizedFunctionsCPU, QuantizedFunctionsCPULoader
+
+    build_dir = Path(QuantizedFunctionsCPULoader.get_build_dir())
+    load_unblocked(build_dir, lambda: QuantizedFunctionsCPU.get("Quantize_forward"), ExtensionLoaderTimeoutException)
+
+
+def load_unblocked(build_dir: Path, load: Callable[[], object], timeout_error: type[Exception]) -> None:
+    """Run NNCF's `load` of the extension built in `build_dir`, with the slow-machine timeout unless the user set
+    one; a stale build lock, or `timeout_error` (NNCF giving up), becomes one ConfigError line with the fix."""
+    os.environ.setdefault(TIMEOUT_ENV, str(SLOW_MACHINE_TIMEOUT_S))  # before NNCF reads it; a user's own value wins
+    timeout = extension_timeout()
+    # A lock older than any build takes would block this load too: say so now, not after the wait.
+    stale_lock_check(build_dir, timeout if timeout > 0 else SLOW_MACHINE_TIMEOUT_S)
+    try:
+        load()
+    except timeout_error as exc:
+        stale_lock_check(build_dir, timeout)  # a lock older than the wait: another build that never finished
+        # Else this run's own build was too slow; its lock outlives the process, so it must go too.
+        raise ConfigError(
+            f"qat: NNCF's C++ extension did not build within {timeout} s; clear the unfinished build with "
+            f"`rm -rf {build_dir}`, then rerun with {TIMEOUT_ENV} set to more seconds (0: no limit)"
+        ) from exc
+
+
+def extension_timeout() -> int:
+    """NNCF's load timeout in seconds, as it reads it; 0 (or less) is no limit."""
+    raw = os.environ.get(TIMEOUT_ENV, str(SLOW_MACHINE_TIMEOUT_S))
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{TIMEOUT_ENV}={raw!r}: expected whole seconds; set it to e.g. {SLOW_MACHINE_TIMEOUT_S}") from None
+
+
+def stale_lock_check(build_dir: Path, older_than_s: float) -> None:
+    """ConfigError naming torch's build lock in `build_dir` and the command that clears it, when the lock is
+    at least `older_than_s` seconds old: no build takes that long (NNCF stops waiting then), so the process that
+    took it is gone, and torch would wait on it forever. Nothing is deleted here: another run may be building."""
+    lock = Path(build_dir) / "lock"  # torch.utils.cpp_extension's FileBaton
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age >= older_than_s:
+        raise ConfigError(
+            f"qat: NNCF's C++ extension build is blocked by {lock}, left {age:.0f} s ago by a build that never "
+            f"finished; if no other qat run is building it, clear it with `rm -rf {build_dir}` and rerun"
+        )
 
 
 def quiet():

@@ -167,15 +167,3 @@ def test_mixed_precision_is_labelled_as_such(quantized, tmp_path):
     folder, _ = quantized
     result = _run(folder, tmp_path / "out", 'stages.ptq.rules=[{match: "project", precision: fp32}]')
     assert result.manifest["artifacts"]["model.onnx"]["precision"] == "mixed"
-
-
-def test_slower_than_fp32_is_warned_and_reported(caplog):
-    from compressor.api import _compare_with_baseline
-
-    def timed(ms, role):
-        return {"role": role, "latency": {"batches": {"1": {"median_ms": ms / 4}, "16": {"median_ms": ms}}}}
-
-    artifacts = {"model.fp32.onnx": timed(2.0, "baseline"), "model.onnx": timed(3.0, "final")}
-    _compare_with_baseline(artifacts)
-    assert artifacts["model.onnx"]["latency_vs_fp32"] == {"batch": 16, "ratio": 1.5}
-    assert "model.onnx is 1.50x SLOWER than model.fp32.onnx at batch 16" in caplog.text

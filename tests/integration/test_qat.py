@@ -100,7 +100,7 @@ def test_user_calibration_file_initialises_qat(trained, tmp_path):
     assert result.manifest["artifacts"]["model.onnx"]["parity"]["ok"]
 
 
-def test_torchscript_model_is_refused(tmp_path):
+def test_a_torchscript_model_is_fine_tuned_through_its_lifted_graph(tmp_path):
     import torch
 
     from compressor.testing.models import TinyGenerator, randomized
@@ -110,5 +110,12 @@ def test_torchscript_model_is_refused(tmp_path):
     scripted.save(str(path))
     card = tmp_path / "card.yaml"
     card.write_text("name: g\ninputs: {z: {shape: [8], prior: normal}}\noutputs: {image: {shape: [1, 16, 16], range: [-1, 1]}}\n")
-    with pytest.raises(ConfigError, match="a TorchScript model cannot be fine-tuned"):
-        _run(path, tmp_path / "out", card=card)
+    result = _run(path, tmp_path / "out", card=card)
+    rewrite = next(stage for stage in result.manifest["stages"] if stage["name"] == "rewrite")
+    assert rewrite["state"]["graph"] == "torch.export"  # the rewrite stage handed qat torch modules
+    assert result.manifest["artifacts"]["model.onnx"]["parity"]["ok"]
+    # Without the rewrite stage qat would get the TorchScript module itself: refused, with what to do.
+    with pytest.raises(ConfigError, match="keep the rewrite stage before qat"):
+        _run(path, tmp_path / "out2", "stages.rewrite.passes=[]", card=card)
+
+

@@ -8,8 +8,10 @@ written under tmp_path.
 
 from __future__ import annotations
 
+import importlib
 import io
 import random
+import sys
 import zipfile
 from pathlib import Path
 
@@ -328,6 +330,78 @@ def test_pickled_module_refused_without_trust_pickle(
     path = ckpt_dir / "full.pt"
     torch.save(model, path, pickle_protocol=protocol)
     assert "--trust-pickle" in load_error(path, card=card)
+
+
+PACKAGE = "compressor_test_user_models"
+_MODELS_PACKAGE = """import torch.nn as nn
+
+
+class Generator(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.project = nn.Linear(8, 4)
+
+    def forward(self, z):
+        return self.project(z)
+"""
+
+
+def _pickle_module_from_package(tmp_path: Path, ckpt_dir: Path) -> Path:
+    """A whole module pickled from a class of a package (named `PACKAGE`, which nothing else uses: a library may
+have imported its own `models`) that lived only in tmp_path while saving."""
+    package = tmp_path / "src" / PACKAGE
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(_MODELS_PACKAGE)
+    sys.path.insert(0, str(package.parent))
+    try:
+        path = ckpt_dir / "full.pt"
+        torch.save(importlib.import_module(PACKAGE).Generator(), path)
+    finally:
+        sys.path.remove(str(package.parent))
+        sys.modules.pop(PACKAGE, None)
+    return path
+
+
+def test_pickled_module_whose_package_is_missing_names_the_package(tmp_path: Path, ckpt_dir: Path, card: Path) -> None:
+    path = _pickle_module_from_package(tmp_path, ckpt_dir)
+    message = load_error(path, card=card, trust_pickle=True)
+    assert f"refers to class(es) in module '{PACKAGE}', which is not importable" in message
+    assert "PYTHONPATH" in message and "pass --arch module:callable" in message
+    assert "corrupt" not in message
+
+
+def test_pickled_module_whose_class_is_gone_names_the_class(
+    tmp_path: Path, ckpt_dir: Path, card: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _pickle_module_from_package(tmp_path, ckpt_dir)
+    other = tmp_path / "other" / PACKAGE  # another package of the same name, without the class
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text("VERSION = 2\n")
+    monkeypatch.syspath_prepend(str(other.parent))
+    monkeypatch.delitem(sys.modules, PACKAGE, raising=False)
+    try:
+        message = load_error(path, card=card, trust_pickle=True)
+    finally:
+        sys.modules.pop(PACKAGE, None)
+    assert f"refers to class 'Generator' in module '{PACKAGE}', which is not importable" in message
+    assert "corrupt" not in message
+
+
+@pytest.mark.parametrize("name", ["empty.pt", "empty.pth", "empty.ts", "empty.safetensors"])
+def test_empty_file_is_an_interrupted_save(ckpt_dir: Path, card: Path, name: str) -> None:
+    path = ckpt_dir / name
+    path.touch()
+    message = load_error(path, arch=ARCH, card=card)
+    assert message == f"{path}: empty file (0 bytes); the save was interrupted: save it again"
+
+
+def test_empty_weights_in_a_model_folder_is_an_interrupted_save(tmp_path: Path) -> None:
+    folder = write_model_folder(tmp_path / "tiny")
+    weights = folder / "weights.safetensors"
+    weights.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty file \\(0 bytes\\); the save was interrupted") as info:
+        load_checkpoint(folder)
+    assert str(weights) in info.value.message
 
 
 def test_code_in_a_pickle_does_not_run_without_trust_pickle(tmp_path: Path, ckpt_dir: Path, card: Path) -> None:

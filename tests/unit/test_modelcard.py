@@ -82,3 +82,20 @@ def test_calibration_files_keep_integer_inputs_integer(tmp_path: Path):
     np.savez(tmp_path / "floats.npz", **arrays)
     with pytest.raises(ConfigError, match="the model card says int64"):
         load_calibration(tmp_path / "floats.npz", card, minimum=64)
+
+
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ("name: tiny\ninputs: [unclosed\n", "at line 3, column 1 (expected ',' or ']', but got '<stream end>')"),
+        ("name: tiny\ninputs:\n  z: {shape: [8]}\n   bad: 1\n",
+         "at line 4, column 4 (expected <block end>, but found '<block mapping start>')"),
+    ],
+    ids=["unclosed", "indent"],
+)
+def test_a_card_with_a_yaml_syntax_error_names_the_line(tmp_path: Path, text: str, where: str):
+    path = tmp_path / "compressor.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_card(path)
+    assert info.value.message == f"{path}: not valid YAML {where}; fix the syntax"

@@ -51,10 +51,11 @@ def _artifacts() -> list[Artifact]:
             for name, role in (("model.fp32.onnx", "baseline"), ("model.onnx", "final"))]
 
 
-def test_a_slower_int8_artifact_gets_both_profiles_and_a_faster_one_none():
+def test_a_slower_int8_artifact_is_warned_about_and_gets_both_profiles_a_faster_one_none(caplog):
     runtime = _FakeRuntime()
     slower = _records(12.5)
     api._compare_with_baseline(slower, _artifacts(), runtime, _Context())
+    assert "model.onnx is 1.25x SLOWER than model.fp32.onnx at batch 16" in caplog.text
     assert slower["model.onnx"]["latency_vs_fp32"] == {"batch": 16, "ratio": 1.25}
     assert sorted(runtime.asked) == [("model.fp32.onnx", 16), ("model.onnx", 16)]
     assert slower["model.onnx"]["op_times_ms"] == {"batch": 16, "by_op_type": {"QLinearConv": 2.0}}

@@ -164,3 +164,14 @@ def test_image_head_conv_becomes_blocks_and_others_stay():
     rewritten, changed = narrow_conv_to_blocks(model, (x,))
     assert changed == ["2"] and isinstance(rewritten.get_submodule("2"), BlockedConv2d)  # the stride-2 conv stays
     torch.testing.assert_close(rewritten(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_valid_conv_after_reflection_padding_is_blocked_exactly():
+    # The ResNet generator's head: ReflectionPad2d(3) then a 7x7 conv with no padding to 3 channels.
+    model = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(16, 3, 7), nn.Tanh()).eval()
+    x = torch.randn(2, 16, 32, 32)
+    rewritten, changed = narrow_conv_to_blocks(model, (x,))
+    assert changed == ["1"]
+    assert isinstance(rewritten.get_submodule("1"), BlockedConv2d)
+    y = torch.randn(3, 16, 32, 32)
+    torch.testing.assert_close(rewritten(y), model(y), rtol=1e-5, atol=1e-5)
