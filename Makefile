@@ -24,8 +24,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# Budgets on what cannot drift between machines (size, quality); `make demo` exits 3 if one fails.
-DEMO_BUDGETS := --set budgets.size_mb.max=1.2 --set budgets.psnr.min=35 --set budgets.ssim.min=0.98 --set budgets.fid.max_delta=3
+# Budgets on what cannot drift between machines (size, quality); `make demo` exits 3 if one fails. The profile's
+# int8-vs-fp32 latency budget is reported, not gated, here: its value depends on the CPU (0.41 where int8 kernels
+# run twice as fast as fp32 ones, 0.92 on an AMD Zen 1 whose int8 and fp32 kernels are even).
+DEMO_BUDGETS := --set budgets.size_mb.max=1.2 --set budgets.psnr.min=35 --set budgets.ssim.min=0.98 --set budgets.fid.max_delta=3 \
+	--set budgets.latency_vs_baseline=null
 
 demo: install
 	$(VENV)/bin/compressor run examples/digits-dcgan --target cpu --out release/ $(DEMO_BUDGETS)

@@ -41,6 +41,7 @@ from compressor.hostcpu import cpu_flags
 from compressor.runtimes.base import Artifact
 from compressor.runtimes.onnx.export import export_onnx
 from compressor.runtimes.onnxruntime import OnnxRuntime
+from compressor.runtimes.onnxruntime_peaks import kernel_peaks
 from compressor.seeds import (
     BENCHMARK_QUALITY_SEED_OFFSET,
     BENCHMARK_SEED_OFFSET,
@@ -65,7 +66,7 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
         "cpu_flags": sorted(cpu_flags()),
         "threads": target.benchmark.threads,
-        "peak_macs_per_s": measured_peaks(target.benchmark.threads),
+        "peak_macs_per_s": kernel_peaks(target.benchmark.threads),
         "models": {},
     }
     with tempfile.TemporaryDirectory() as scratch:
@@ -141,35 +142,6 @@ def nncf_defaults(fp32: Path, out: Path, calibration: list[dict]) -> Path:
     quantized = nncf.quantize(onnx.load(str(fp32)), nncf.Dataset(calibration))
     onnx.save(quantized, str(out))
     return out
-
-
-def measured_peaks(threads: int, size: int = 1024, runs: int = 20) -> dict[str, float]:
-    """MAC/s of ORT's own kernels on a size^3 matrix product, uint8 x int8 (MatMulInteger, the MLAS kernel
-    family QLinearConv/QGemm use) and fp32 (MatMul): the practical peak of this CPU for each precision."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    peaks = {}
-    for precision, op, a_type, b in (
-        ("int8", "MatMulInteger", TensorProto.UINT8, rng.integers(-64, 64, (size, size)).astype(np.int8)),
-        ("fp32", "MatMul", TensorProto.FLOAT, rng.standard_normal((size, size)).astype(np.float32)),
-    ):
-        out_type = TensorProto.INT32 if precision == "int8" else TensorProto.FLOAT
-        graph = helper.make_graph(
-            [helper.make_node(op, ["a", "b"], ["y"])], "peak",
-            [helper.make_tensor_value_info("a", a_type, [size, size])],
-            [helper.make_tensor_value_info("y", out_type, [size, size])],
-            [numpy_helper.from_array(b, "b")],
-        )
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=10)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        a = rng.integers(0, 256, (size, size)).astype(np.uint8) if precision == "int8" else rng.standard_normal((size, size)).astype(np.float32)
-        stats = time_callable(lambda: session.run(None, {"a": a}), warmup=3, runs=runs)
-        peaks[precision] = size**3 / (stats["min_ms"] / 1e3)
-    return peaks
 
 
 def ort_profile(path: Path, target, card, runs: int = 100) -> dict[str, float]:

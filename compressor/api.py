@@ -225,13 +225,29 @@ def _compare_with_baseline(records: dict[str, Any], artifacts: list[Artifact], r
         ratio = record["latency"]["batches"][batch]["median_ms"] / reference[batch]["median_ms"]
         record["latency_vs_fp32"] = {"batch": int(batch), "ratio": ratio}
         if ratio > 1:
-            log.warning("%s is %.2fx SLOWER than %s at batch %s on this machine", name, ratio, baseline, batch)
+            log.warning("%s is %.2fx SLOWER than %s at batch %s on this machine%s", name, ratio, baseline, batch,
+                        _kernel_note(record, runtime))
             seed = ctx.config.seed + BENCHMARK_SEED_OFFSET
             for artifact in artifacts:
                 if artifact.name in (name, baseline) and "op_times_ms" not in records[artifact.name]:
                     times = runtime.op_times(artifact, ctx.card, seed, int(batch))
                     if times is not None:
                         records[artifact.name]["op_times_ms"] = {"batch": int(batch), "by_op_type": times}
+
+
+def _kernel_note(record: dict[str, Any], runtime: Runtime) -> str:
+    """Records this machine's best int8 and fp32 kernel rates in `record`, and says what they mean: on a CPU
+    whose int8 kernels are no faster than fp32 ones, no choice of layers makes int8 much faster."""
+    peaks = runtime.kernel_peaks()
+    if not peaks:
+        return ""
+    record["kernel_peaks_gmacs"] = {precision: round(rate / 1e9, 1) for precision, rate in peaks.items()}
+    headroom = peaks["int8"] / peaks["fp32"]
+    record["kernel_peaks_gmacs"]["int8_over_fp32"] = round(headroom, 2)
+    if headroom < 1.3:
+        return (f"; this CPU's int8 kernels are only {headroom:.2f}x its fp32 ones ({peaks['int8'] / 1e9:.0f} vs "
+                f"{peaks['fp32'] / 1e9:.0f} GMAC/s), so int8 buys size here, not speed")
+    return f" (its int8 kernels are {headroom:.1f}x its fp32 ones: see the report for the ops that cost the time)"
 
 
 def _resolve(config: RunConfig) -> ResolvedConfig:

@@ -110,6 +110,11 @@ class Runtime:
         when this runtime cannot profile here. Asked for when an int8 artifact is slower than its baseline."""
         return None
 
+    def kernel_peaks(self) -> dict[str, float] | None:
+        """MAC/s this machine's runtime kernels reach at best per precision ({"int8": ..., "fp32": ...}); None when
+        it cannot be measured here. Asked for with op_times: it says whether int8 can be faster at all."""
+        return None
+
     def numerics_note(self) -> str | None:
         """None when `load` runs artifacts on the target's own runtime; else how they are run instead (e.g.
         simulated on ONNX Runtime's CPU), which every parity and quality figure is labelled with."""

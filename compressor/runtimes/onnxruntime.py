@@ -89,6 +89,11 @@ class OnnxRuntime(OnnxBackend):
             results[str(batch)] = stats
         return {"batches": results, "threads": settings.threads, "provider": "CPUExecutionProvider"}
 
+    def kernel_peaks(self) -> dict[str, float]:
+        from compressor.runtimes.onnxruntime_peaks import kernel_peaks
+
+        return kernel_peaks(self.target.benchmark.threads)
+
     def op_times(self, artifact: Artifact, card: ModelCard, seed: int, batch: int) -> dict[str, float]:
         """ORT's own profiler: kernel time per op type, averaged over a few runs after a warm-up."""
         import json
