@@ -97,12 +97,15 @@ def free_batch(graph_module: fx.GraphModule, batch: int) -> int:
     placeholders = [node for node in graph.nodes if node.op == "placeholder"]
     with graph.inserting_after(placeholders[-1]):
         size = graph.call_function(aten.sym_size.int, (placeholders[0], 0))
+    from_inputs = _reachable(placeholders)
     changed = 0
     for node in list(graph.nodes):
         position = _SHAPE_ARGUMENT.get(node.target)
         shape = node.args[position] if position is not None and len(node.args) > position else None
         if not isinstance(shape, (list, tuple)) or not shape or not isinstance(shape[0], int) or shape[0] % batch:
             continue
+        if position == 1 and node.args[0] not in from_inputs:
+            continue  # a view of a weight or constant: its leading size is not the batch
         with graph.inserting_before(node):
             leading = size if shape[0] == batch else graph.call_function(operator.mul, (size, shape[0] // batch))
         args = list(node.args)
@@ -113,3 +116,14 @@ def free_batch(graph_module: fx.GraphModule, batch: int) -> int:
         graph.erase_node(size)
     graph_module.recompile()
     return changed
+
+
+def _reachable(sources: list[fx.Node]) -> set[fx.Node]:
+    """Every node whose value depends on one of `sources`."""
+    seen, stack = set(sources), list(sources)
+    while stack:
+        for user in stack.pop().users:
+            if user not in seen:
+                seen.add(user)
+                stack.append(user)
+    return seen

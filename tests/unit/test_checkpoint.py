@@ -192,6 +192,23 @@ def test_a_pt2_exported_with_a_fixed_batch_runs_at_every_batch(tmp_path: Path, e
         torch.testing.assert_close(loaded.model(latent), model(latent))
 
 
+def test_a_pt2_exported_at_batch_1_keeps_the_sizes_of_its_weights_views(tmp_path: Path) -> None:
+    class WeightView(nn.Module):  # at batch 1 every leading size is a multiple of the batch: only the input's count
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(64))
+
+        def forward(self, z):
+            return z.view(z.shape[0], 8, 8) @ self.weight.view(8, 8)
+
+    model = WeightView()
+    torch.export.save(torch.export.export(model, (torch.randn(1, 64),)), str(tmp_path / "view.pt2"))
+    loaded = load_checkpoint(tmp_path / "view.pt2")
+    z = torch.randn(3, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(z), model(z))
+
+
 def test_a_pt2_whose_samples_depend_on_each_other_names_the_fix(tmp_path: Path) -> None:
     class BatchMean(nn.Module):  # each output reads the whole batch: no other batch size gives the same
         def forward(self, z):
