@@ -20,6 +20,8 @@ implementation of each rewrite on ONNX would be two registries that must agree.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import operator
 import warnings
 
@@ -32,6 +34,25 @@ from compressor.rewrites.lift import lift_modules
 
 def capture(model: nn.Module, example: tuple) -> fx.GraphModule:
     """`model` as an fx GraphModule of module calls, recorded with torch.export on `example` (batch free)."""
+    with _quiet_export():
+        return _capture(model, example)
+
+
+@contextlib.contextmanager
+def _quiet_export():
+    """torch.export logs a warning line per size it specialises (the 1x1 of a latent); they are expected here."""
+    loggers = [logging.getLogger(name) for name in ("torch._export", "torch.export", "torch.fx.experimental.symbolic_shapes")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _capture(model: nn.Module, example: tuple) -> fx.GraphModule:
     if isinstance(model, torch.jit.ScriptModule):
         from torch._export.converter import TS2EPConverter
 
