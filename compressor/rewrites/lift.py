@@ -5,7 +5,8 @@ Each call whose weights are plain attributes becomes a call of the module that c
 (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.BatchNorm, nn.Upsample, nn.ReflectionPad2d, activations),
 named after the module that owns the weight ("up_blocks.0.upsamplers.0.conv"), so layer rules, reports and
 the manifest name layers as the user's code does. Views become `reshape` method calls, the form the
-rewrites follow through. Anything else stays the ATen call it was.
+rewrites follow through. Anything else stays the ATen call it was. The functional calls a model traced with
+torch.fx makes (F.interpolate, F.pad) are lifted the same way (FUNCTIONAL).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Callable
 import torch
 import torch.fx as fx
 import torch.nn as nn
+import torch.nn.functional as F
 
 aten = torch.ops.aten
 
@@ -40,7 +42,9 @@ def lift_modules(graph_module: fx.GraphModule) -> fx.GraphModule:
         call.meta = dict(node.meta)
         node.replace_all_uses_with(call)
         graph_module.graph.erase_node(node)
-    graph_module.graph.eliminate_dead_code()
+    for node in list(graph_module.graph.nodes):  # weights now read through their modules (no dead-code pass:
+        if node.op == "get_attr" and not node.users:  # a user's fx graph may hold in-place calls nothing reads)
+            graph_module.graph.erase_node(node)
     graph_module.graph.lint()
     graph_module.delete_all_unused_submodules()
     graph_module.recompile()
@@ -179,6 +183,33 @@ def _in_place(factory: Callable[..., nn.Module]):
     return build_if_sole_reader
 
 
+def _interpolate_function(node, graph_module):
+    """F.interpolate(x, scale_factor=s, mode='nearest') in a traced model (diffusers' Upsample2D) is what
+    nn.Upsample computes."""
+    options = dict(zip(("size", "scale_factor", "mode", "align_corners", "recompute_scale_factor"), node.args[1:]))
+    options.update(node.kwargs)
+    scale = options.get("scale_factor")
+    if options.get("size") is not None or options.get("mode", "nearest") != "nearest" or options.get("recompute_scale_factor"):
+        return None
+    if isinstance(scale, (tuple, list)):
+        scale = scale[0] if len(set(scale)) == 1 else None
+    if not isinstance(scale, (int, float)) or options.get("antialias"):
+        return None
+    return nn.Upsample(scale_factor=float(scale), mode="nearest"), [node.args[0]]
+
+
+def _pad_function(node, graph_module):
+    """F.pad(x, (l, r, t, b), mode='reflect') in a traced model is what nn.ReflectionPad2d computes."""
+    options = dict(zip(("pad", "mode", "value"), node.args[1:]))
+    options.update(node.kwargs)
+    pad = options.get("pad")
+    if options.get("mode", "constant") != "reflect" or not isinstance(pad, (tuple, list)) or len(pad) != 4:
+        return None
+    if not all(isinstance(amount, int) for amount in pad):
+        return None
+    return nn.ReflectionPad2d(tuple(pad)), [node.args[0]]
+
+
 def _activation(factory: Callable[..., nn.Module]):
     def build(node, graph_module):
         return factory(*node.args[1:]), [node.args[0]]
@@ -187,6 +218,8 @@ def _activation(factory: Callable[..., nn.Module]):
 
 
 _RESHAPES = {aten.view.default, aten.reshape.default, aten._unsafe_view.default}
+# Functional calls torch.fx records as they are in models it can trace: lifted so the same rewrites match.
+FUNCTIONAL = {F.interpolate: _interpolate_function, F.pad: _pad_function}
 _BUILDERS = {
     aten.conv2d.default: _conv2d,
     aten.conv_transpose2d.input: _conv_transpose2d,
@@ -202,6 +235,7 @@ _BUILDERS = {
     aten.tanh.default: _activation(nn.Tanh),
     aten.sigmoid.default: _activation(nn.Sigmoid),
     aten.silu.default: _activation(nn.SiLU),
+    **FUNCTIONAL,
 }
 
 

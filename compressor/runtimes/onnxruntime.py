@@ -66,13 +66,14 @@ class OnnxRuntime(OnnxBackend):
 
     def finish_fake_quantized(self, graph: onnx.ModelProto) -> None:
         """Activations re-typed as the target says (uint8 on x86), exact requantization in front of convs that
-        read an interleaved tensor, int32 biases (see onnx/qdq.py)."""
+        read an interleaved tensor, int32 biases, value-moving ops on uint8 (see onnx/qdq.py)."""
         from compressor.runtimes.onnx import qdq
 
         if self.target.quantization.activations == "uint8":
             qdq.retype_activations_to_uint8(graph)
         qdq.requantize_before_convs(graph)
         qdq.quantize_biases(graph)
+        qdq.quantize_layout_ops(graph)
 
     def benchmark(self, artifact: Artifact, card: ModelCard, seed: int) -> dict[str, Any]:
         """Latency per batch size the target lists: median/p90 over `runs` after `warmup`, in milliseconds."""

@@ -32,7 +32,8 @@ def quantize(
     exclude: Sequence[str] = (), calibration_cache: Path | None = None,
 ) -> Path:
     """Write the int8 QDQ model calibrated on `batches`; nodes named in `exclude` stay in float. Concat inputs
-    then share their output's scale (onnx/qdq.py: share_concat_scales). With `calibration_cache`, the tensor
+    then share their output's scale, and value-moving ops run on uint8 (onnx/qdq.py: share_concat_scales,
+    quantize_layout_ops). With `calibration_cache`, the tensor
     ranges are computed once and reused by later calls (they do not depend on `exclude`)."""
     import onnx
     from onnxruntime.quantization import (
@@ -66,7 +67,9 @@ def quantize(
             },
         )
     graph = onnx.load(str(out))
-    if onnx_qdq.share_concat_scales(graph):
+    changed = onnx_qdq.share_concat_scales(graph)
+    changed += onnx_qdq.quantize_layout_ops(graph)
+    if changed:
         onnx.save(graph, str(out))
     return out
 

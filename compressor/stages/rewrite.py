@@ -75,10 +75,13 @@ def _module_graph(model: nn.Module, example: tuple) -> tuple[nn.Module, str | No
 
     from compressor.rewrites.capture import capture, is_exported_module
     from compressor.rewrites.graph import trace
+    from compressor.rewrites.lift import FUNCTIONAL, lift_modules
 
     if not isinstance(model, torch.jit.ScriptModule) and not is_exported_module(model):
         try:
-            trace(model)  # the tracer the rewrites use
+            traced = trace(model)  # the tracer the rewrites use
+            if any(node.op == "call_function" and node.target in FUNCTIONAL for node in traced.graph.nodes):
+                return lift_modules(traced), "torch.fx", None  # F.interpolate -> nn.Upsample, ...: see lift.py
             return model, "torch.fx", None
         except Exception as exc:  # fx raises many types: TraceError, TypeError, AssertionError, ...
             fx_failure = f"torch.fx: {type(exc).__name__}: {first_line(exc)}"

@@ -11,7 +11,7 @@ from compressor.context import RunContext
 from compressor.modelcard import ModelCard
 from compressor.rewrites.capture import capture, plain_graph_module
 from compressor.stages.rewrite import RewriteConfig
-from compressor.testing.models import ResnetGenerator, ShapeBranchDecoder, TinyGenerator, randomized
+from compressor.testing.models import ResnetGenerator, ShapeBranchDecoder, TimestepUNet, TinyGenerator, randomized
 
 
 def _modules_of(model: nn.Module, kind: type) -> list[str]:
@@ -59,3 +59,36 @@ def test_the_rewrite_stage_decomposes_a_torchscript_generators_upsampler(tmp_pat
     assert result.state["applied"]["decompose_convtranspose"] == ["model.9"]
     assert result.state["not_rewritten"] == {}
     assert not _modules_of(result.model, nn.ConvTranspose2d)
+
+
+def test_functional_upsampling_in_a_traceable_model_gets_the_phase_rewrite(tmp_path):
+    # The timestep UNet upsamples with F.interpolate (as diffusers' Upsample2D does) and takes an int64 timestep.
+    model = TimestepUNet().eval()
+    card = {
+        "name": "unet",
+        "inputs": {"sample": {"shape": [3, 32, 32]}, "timestep": {"shape": [], "dtype": "int64", "prior": "integers", "range": [0, 999]}},
+        "outputs": {"noise": {"image": False}},
+    }
+    result = RewriteConfig().run(model, _context(model, card, tmp_path))
+    assert result.state["graph"] == "torch.fx"
+    assert sorted(result.state["applied"]["upsample_conv_to_phases"]) == ["up1_conv", "up2_conv"]
+    assert result.metrics["relative_change"] < 1e-5
+
+
+def test_functional_reflection_padding_is_lifted():
+    class Padded(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 3)
+
+        def forward(self, x):
+            return self.conv(nn.functional.pad(x, (1, 1, 1, 1), mode="reflect"))
+
+    from compressor.rewrites.graph import trace
+    from compressor.rewrites.lift import lift_modules
+
+    model = Padded().eval()
+    lifted = lift_modules(trace(model))
+    assert len(_modules_of(lifted, nn.ReflectionPad2d)) == 1
+    x = torch.randn(2, 4, 6, 6)
+    torch.testing.assert_close(lifted(x), model(x))
