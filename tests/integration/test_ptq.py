@@ -46,7 +46,8 @@ def test_ort_runs_int8_from_the_linear_through_the_image_head(quantized):
     first_conv = ops.index("QLinearConv")
     # linear_channels_last: no dequantize, float ReLU or transpose between the QGemm and the first conv
     assert ops[ops.index("QGemm") + 1 : first_conv] == ["Reshape"]
-    assert ops[-2:] == ["DepthToSpace", "Tanh"]  # the head's pixel shuffle, then the output activation
+    # the head's pixel shuffle on uint8 (qdq.quantize_layout_ops), then the dequantize and the output activation
+    assert ops[-3:] == ["DepthToSpace", "DequantizeLinear", "Tanh"]
 
 
 def _weight_levels(path) -> list[np.ndarray]:
