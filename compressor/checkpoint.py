@@ -283,13 +283,13 @@ def _with_free_batch(program: torch.export.ExportedProgram, example: tuple, path
     their example fixed; their module asserts that batch on every call, and their graph may have it written
     in (`view(x, [2, ...])`). The guards go, the written batch is replaced by the actual one (capture.free_batch),
     and the result must match the program run piece by piece at its own batch size, or the load fails."""
-    from compressor.rewrites.capture import free_batch, plain_graph_module
+    from compressor.rewrites.capture import check_batch_is_free, free_batch, plain_graph_module
 
     freed = plain_graph_module(program)
     batch = int(example[0].shape[0])
     free_batch(freed, batch)
     try:
-        _check_batch_is_free(program.module(), freed, example)
+        check_batch_is_free(program.module(), freed, example)
     except Exception as exc:  # a mismatch, or a graph that fails at another batch size
         name = next(iter(program.graph_signature.user_inputs), "input")
         raise CheckpointError(
@@ -297,25 +297,6 @@ def _with_free_batch(program: torch.export.ExportedProgram, example: tuple, path
             f"export it again with dynamic_shapes={{'{name}': {{0: torch.export.Dim('batch')}}}}"
         ) from exc
     return freed
-
-
-def _check_batch_is_free(original: nn.Module, freed: nn.Module, example: tuple) -> None:
-    """freed(three batches stacked) == original(each batch alone), on the example and two perturbed copies."""
-    generator = torch.Generator().manual_seed(0)
-    batches = [example] + [
-        tuple(t + 0.1 * torch.randn(t.shape, generator=generator) if t.is_floating_point() else t for t in example)
-        for _ in range(2)
-    ]
-    with torch.no_grad():
-        expected = [as_output_list(original(*inputs)) for inputs in batches]
-        stacked = as_output_list(freed(*(torch.cat(parts) for parts in zip(*batches))))
-    for position, actual in enumerate(stacked):
-        reference = torch.cat([outputs[position] for outputs in expected])
-        if actual.shape != reference.shape:
-            raise ValueError(f"output {position} is {list(actual.shape)} at the stacked batch, expected {list(reference.shape)}")
-        scale = float(reference.abs().max()) or 1.0
-        if float((actual - reference).abs().max()) > 1e-4 * scale:
-            raise ValueError(f"output {position} at another batch size differs from the program's")
 
 
 def _refuse_pt2_pickles(path: Path) -> None:

@@ -29,6 +29,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from compressor.errors import first_line
+from compressor.modelcard import as_output_list
 from compressor.rewrites.lift import lift_modules
 
 
@@ -54,17 +56,62 @@ def _quiet_export():
 
 def _capture(model: nn.Module, example: tuple) -> fx.GraphModule:
     if isinstance(model, torch.jit.ScriptModule):
+        return lift_modules(_capture_torchscript(model, example))
+    if is_exported_module(model):
+        return lift_modules(model)
+    dynamic = tuple({0: torch.export.Dim.AUTO} for _ in example)
+    program = torch.export.export(model, example, dynamic_shapes=dynamic, strict=False)
+    return lift_modules(plain_graph_module(program))
+
+
+class _CallScripted(nn.Module):
+    """torch.export refuses a ScriptModule, but not a module that calls one: run under export's fake tensors,
+    the TorchScript interpreter dispatches ATen ops like any Python model (at the example's sizes)."""
+
+    def __init__(self, scripted: torch.jit.ScriptModule) -> None:
+        super().__init__()
+        self.scripted = scripted
+
+    def forward(self, *inputs):
+        return self.scripted(*inputs)
+
+
+def _capture_torchscript(model: torch.jit.ScriptModule, example: tuple) -> fx.GraphModule:
+    """Through _CallScripted at the example's batch, freed and checked like a fixed-batch `.pt2`. Traces that
+    record sizes as tensors (attention reshapes) defeat torch's TorchScript-to-export converter, which this
+    path does not need; the converter stays the fallback for what this path cannot run."""
+    try:
+        program = torch.export.export(_CallScripted(model), example, strict=False)
+        captured = _without_prefix(plain_graph_module(program), "scripted")
+        free_batch(captured, int(example[0].shape[0]))
+        check_batch_is_free(model, captured, example)
+        return captured
+    except Exception as first:  # then the converter; if it fails too, both reasons matter
         from torch._export.converter import TS2EPConverter
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # notes on unused BatchNorm counters, not ours to fix
-            program = TS2EPConverter(model, example).convert()
-    elif is_exported_module(model):
-        return lift_modules(model)
-    else:
-        dynamic = tuple({0: torch.export.Dim.AUTO} for _ in example)
-        program = torch.export.export(model, example, dynamic_shapes=dynamic, strict=False)
-    return lift_modules(plain_graph_module(program))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # notes on unused BatchNorm counters, not ours to fix
+                return plain_graph_module(TS2EPConverter(model, example).convert())
+        except Exception as second:
+            raise RuntimeError(f"{type(first).__name__}: {first_line(first)}; converter: {type(second).__name__}: "
+                               f"{first_line(second)}") from second
+
+
+def _without_prefix(graph_module: fx.GraphModule, prefix: str) -> fx.GraphModule:
+    """Move the children of `prefix` to the root and read weights from there: layers keep the names the
+    user's model gives them ("conv_in", not "scripted.conv_in")."""
+    holder = graph_module.get_submodule(prefix)
+    for name, child in list(holder.named_children()):
+        setattr(graph_module, name, child)
+    for name, tensor in list(holder.named_parameters(recurse=False)) + list(holder.named_buffers(recurse=False)):
+        setattr(graph_module, name, tensor)
+    for node in graph_module.graph.nodes:
+        if node.op in ("get_attr", "call_module") and node.target.startswith(f"{prefix}."):
+            node.target = node.target[len(prefix) + 1:]
+    delattr(graph_module, prefix)
+    graph_module.recompile()
+    return graph_module
 
 
 def is_exported_module(model: nn.Module) -> bool:
@@ -148,3 +195,22 @@ def _reachable(sources: list[fx.Node]) -> set[fx.Node]:
                 seen.add(user)
                 stack.append(user)
     return seen
+
+
+def check_batch_is_free(original: nn.Module, freed: nn.Module, example: tuple) -> None:
+    """freed(three batches stacked) == original(each batch alone), on the example and two perturbed copies."""
+    generator = torch.Generator().manual_seed(0)
+    batches = [example] + [
+        tuple(t + 0.1 * torch.randn(t.shape, generator=generator) if t.is_floating_point() else t for t in example)
+        for _ in range(2)
+    ]
+    with torch.no_grad():
+        expected = [as_output_list(original(*inputs)) for inputs in batches]
+        stacked = as_output_list(freed(*(torch.cat(parts) for parts in zip(*batches))))
+    for position, actual in enumerate(stacked):
+        reference = torch.cat([outputs[position] for outputs in expected])
+        if actual.shape != reference.shape:
+            raise ValueError(f"output {position} is {list(actual.shape)} at the stacked batch, expected {list(reference.shape)}")
+        scale = float(reference.abs().max()) or 1.0
+        if float((actual - reference).abs().max()) > 1e-4 * scale:
+            raise ValueError(f"output {position} at another batch size differs from the program's")

@@ -114,7 +114,8 @@ def _conv_transpose2d(node, graph_module):
 
 
 def _generic_convolution(node, graph_module):
-    x, weight, bias, stride, padding, dilation, transposed, output_padding, groups = node.args
+    """aten.convolution, and aten._convolution (what TorchScript traces record: four backend flags more)."""
+    x, weight, bias, stride, padding, dilation, transposed, output_padding, groups = node.args[:9]
     return _convolution(node, graph_module, transposed, _pairs(stride, [1]), _pairs(padding, [0]), _pairs(dilation, [1]),
                         _pairs(output_padding, [0]), groups)
 
@@ -224,6 +225,7 @@ _BUILDERS = {
     aten.conv2d.default: _conv2d,
     aten.conv_transpose2d.input: _conv_transpose2d,
     aten.convolution.default: _generic_convolution,
+    aten._convolution.default: _generic_convolution,
     aten.linear.default: _linear,
     aten.batch_norm.default: _batch_norm,
     aten.upsample_nearest2d.vec: _upsample_nearest,
