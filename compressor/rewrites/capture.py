@@ -21,6 +21,7 @@ implementation of each rewrite on ONNX would be two registries that must agree.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import operator
 import warnings
@@ -70,10 +71,21 @@ class _CallScripted(nn.Module):
 
     def __init__(self, scripted: torch.jit.ScriptModule) -> None:
         super().__init__()
-        self.scripted = scripted
+        self.scripted = _with_parameters(scripted)
 
     def forward(self, *inputs):
         return self.scripted(*inputs)
+
+
+def _with_parameters(scripted: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+    """A copy whose parameters are nn.Parameter objects again: torch.jit.load gives plain tensors, which
+    torch.export refuses as a module's parameters. The user's module is left as it is (it is the reference)."""
+    copied = copy.deepcopy(scripted)
+    for module in copied.modules():
+        for name, tensor in list(module.named_parameters(recurse=False)):
+            if not isinstance(tensor, nn.Parameter):
+                setattr(module, name, nn.Parameter(tensor.detach(), requires_grad=False))
+    return copied
 
 
 def _capture_torchscript(model: torch.jit.ScriptModule, example: tuple) -> fx.GraphModule:
@@ -81,7 +93,10 @@ def _capture_torchscript(model: torch.jit.ScriptModule, example: tuple) -> fx.Gr
     record sizes as tensors (attention reshapes) defeat torch's TorchScript-to-export converter, which this
     path does not need; the converter stays the fallback for what this path cannot run."""
     try:
-        program = torch.export.export(_CallScripted(model), example, strict=False)
+        # Off: the TorchScript executor would otherwise profile the run under export's fake tensors and specialise
+        # the module (the user's too: copies share it) on them, breaking its later real runs.
+        with torch.jit.optimized_execution(False):
+            program = torch.export.export(_CallScripted(model), example, strict=False)
         captured = _without_prefix(plain_graph_module(program), "scripted")
         free_batch(captured, int(example[0].shape[0]))
         check_batch_is_free(model, captured, example)

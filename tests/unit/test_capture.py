@@ -92,3 +92,18 @@ def test_functional_reflection_padding_is_lifted():
     assert len(_modules_of(lifted, nn.ReflectionPad2d)) == 1
     x = torch.randn(2, 4, 6, 6)
     torch.testing.assert_close(lifted(x), model(x))
+
+
+def test_a_torchscript_file_whose_trace_records_sizes_as_tensors_is_captured(tmp_path):
+    # The attention's view(batch, channels, h * w) is recorded with size tensors, which torch's own
+    # TorchScript-to-export converter cannot follow; loading from a file gives plain tensors as parameters.
+    model = ShapeBranchDecoder().eval()
+    example = (torch.randn(2, 4, 8, 8),)
+    torch.jit.trace(model, example).save(str(tmp_path / "decoder.ts"))
+    scripted = torch.jit.load(str(tmp_path / "decoder.ts"))
+    scripted(*example)  # the loader runs the model once first, as here
+    lifted = capture(scripted, example)
+    assert "up_conv" in dict(lifted.named_modules())
+    latent = torch.randn(5, 4, 8, 8)
+    torch.testing.assert_close(lifted(latent), model(latent))
+    torch.testing.assert_close(scripted(latent), model(latent))  # the user's module still runs as before
