@@ -284,6 +284,7 @@ def _with_free_batch(program: torch.export.ExportedProgram, example: tuple, path
     in (`view(x, [2, ...])`). The guards go, the written batch is replaced by the actual one (capture.free_batch),
     and the result must match the program run piece by piece at its own batch size, or the load fails."""
     from compressor.rewrites.capture import check_batch_is_free, free_batch, plain_graph_module
+    from compressor.rewrites.lift import lift_modules
 
     freed = plain_graph_module(program)
     batch = int(example[0].shape[0])
@@ -296,7 +297,7 @@ def _with_free_batch(program: torch.export.ExportedProgram, example: tuple, path
             f"{path}: exported with a fixed batch of {batch} that compressor could not free ({first_line(exc)}); "
             f"export it again with dynamic_shapes={{'{name}': {{0: torch.export.Dim('batch')}}}}"
         ) from exc
-    return freed
+    return lift_modules(freed)  # real nn.Conv2d & co. again: inspect, layer rules and QAT see the model's layers
 
 
 def _refuse_pt2_pickles(path: Path) -> None:
