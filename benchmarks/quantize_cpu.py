@@ -144,25 +144,13 @@ def nncf_defaults(fp32: Path, out: Path, calibration: list[dict]) -> Path:
     return out
 
 
-def ort_profile(path: Path, target, card, runs: int = 100) -> dict[str, float]:
-    """Share of ORT's kernel time per op type at batch 16 (ORT's own profiler, after the optimizations the
-    target's session applies), largest first."""
-    import onnxruntime as ort
-
-    with tempfile.TemporaryDirectory() as scratch:
-        options = OnnxRuntime(target).session_options()  # the session the latency figures come from, profiled
-        options.enable_profiling, options.profile_file_prefix = True, str(Path(scratch) / "profile")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        feeds = prior_samples(card, 16, seed=BENCHMARK_SEED_OFFSET + 16)
-        for _ in range(runs):
-            session.run(None, feeds)
-        events = json.loads(Path(session.end_profiling()).read_text())
-    by_op: dict[str, float] = {}
-    for event in events:
-        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            by_op[event["args"]["op_name"]] = by_op.get(event["args"]["op_name"], 0.0) + event["dur"]
-    total = sum(by_op.values())
-    return {op: time / total for op, time in sorted(by_op.items(), key=lambda item: -item[1])}
+def ort_profile(path: Path, target, card) -> dict[str, float]:
+    """Share of ORT's kernel time per op type at batch 16, from the runtime's own profile of the session the
+    latency figures come from (OnnxRuntime.op_times), largest first."""
+    artifact = Artifact(path=path, format="onnx", precision="as exported", role="final")
+    times = OnnxRuntime(target).op_times(artifact, card, seed=BENCHMARK_SEED_OFFSET + 16, batch=16)
+    total = sum(times.values())
+    return {op: time / total for op, time in times.items()}
 
 
 def interleaved_latency(runners: dict, card, runs: int, rounds: int = 5) -> dict:

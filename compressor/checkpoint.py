@@ -283,18 +283,16 @@ def _with_free_batch(program: torch.export.ExportedProgram, example: tuple, path
     their example fixed; their module asserts that batch on every call, and their graph may have it written
     in (`view(x, [2, ...])`). The guards go, the written batch is replaced by the actual one (capture.free_batch),
     and the result must match the program run piece by piece at its own batch size, or the load fails."""
-    from compressor.rewrites.capture import check_batch_is_free, free_batch, plain_graph_module
+    from compressor.rewrites.capture import free_batch_checked, plain_graph_module
     from compressor.rewrites.lift import lift_modules
 
-    freed = plain_graph_module(program)
-    batch = int(example[0].shape[0])
-    free_batch(freed, batch)
     try:
-        check_batch_is_free(program.module(), freed, example)
+        freed = free_batch_checked(plain_graph_module(program), program.module(), example)
     except Exception as exc:  # a mismatch, or a graph that fails at another batch size
         name = next(iter(program.graph_signature.user_inputs), "input")
         raise CheckpointError(
-            f"{path}: exported with a fixed batch of {batch} that compressor could not free ({first_line(exc)}); "
+            f"{path}: exported with a fixed batch of {int(example[0].shape[0])} that compressor could not free "
+            f"({first_line(exc)}); "
             f"export it again with dynamic_shapes={{'{name}': {{0: torch.export.Dim('batch')}}}}"
         ) from exc
     return lift_modules(freed)  # real nn.Conv2d & co. again: inspect, layer rules and QAT see the model's layers

@@ -97,10 +97,7 @@ def _capture_torchscript(model: torch.jit.ScriptModule, example: tuple) -> fx.Gr
         # the module (the user's too: copies share it) on them, breaking its later real runs.
         with torch.jit.optimized_execution(False):
             program = torch.export.export(_CallScripted(model), example, strict=False)
-        captured = _without_prefix(plain_graph_module(program), "scripted")
-        free_batch(captured, int(example[0].shape[0]))
-        check_batch_is_free(model, captured, example)
-        return captured
+        return free_batch_checked(_without_prefix(plain_graph_module(program), "scripted"), model, example)
     except Exception as first:  # then the converter; if it fails too, both reasons matter
         from torch._export.converter import TS2EPConverter
 
@@ -199,6 +196,13 @@ def free_batch(graph_module: fx.GraphModule, batch: int) -> int:
         graph.erase_node(size)
     graph_module.recompile()
     return changed
+
+
+def free_batch_checked(graph_module: fx.GraphModule, original: nn.Module, example: tuple) -> fx.GraphModule:
+    """free_batch at the example's batch, then check_batch_is_free against `original` (raises on a mismatch)."""
+    free_batch(graph_module, int(example[0].shape[0]))
+    check_batch_is_free(original, graph_module, example)
+    return graph_module
 
 
 def _reachable(sources: list[fx.Node]) -> set[fx.Node]:
