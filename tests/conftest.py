@@ -73,3 +73,15 @@ def _real_fid_weights_when_marked(request, monkeypatch):
         from compressor.evaluate import fid
 
         monkeypatch.setattr(fid, "_extra_file", _REAL_EXTRA_FILE[0])
+
+
+@pytest.fixture(autouse=True)
+def _compressor_logger_as_it_was():
+    """The CLI sets up the 'compressor' logger for its own output (its handler, no propagation); an in-process
+    CLI test must not leave that behind for tests that read warnings through caplog."""
+    import logging
+
+    logger = logging.getLogger("compressor")
+    saved = (logger.propagate, list(logger.handlers), logger.level)
+    yield
+    logger.propagate, logger.handlers[:], logger.level = saved[0], saved[1], saved[2]

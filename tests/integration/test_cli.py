@@ -15,8 +15,8 @@ import pytest
 from compressor.cli import main
 
 # The ratio budget: the tiny test models run in microseconds, where int8 vs fp32 is noise; these tests are not about it.
-FAST = ["--set", "target.benchmark.runs=3", "--set", "target.benchmark.warmup=1", "--set", "budgets.latency_vs_baseline=null",
-        "--set", "stages.ptq.samples=32"]
+BENCH = ["--set", "target.benchmark.runs=3", "--set", "target.benchmark.warmup=1", "--set", "budgets.latency_vs_baseline=null"]
+FAST = [*BENCH, "--set", "stages.ptq.samples=32"]
 
 
 def cli(capsys, monkeypatch, *args):
@@ -160,7 +160,7 @@ def test_interrupting_a_real_run_leaves_previous_release_untouched(tmp_path, gen
     # A subprocess does not see the tests' machine without FID weights: say no FID in the profile.
     profile.write_text("name: export-only\nstages:\n  - {kind: rewrite}\nquality: {fid: off, samples: 32}\n")
     command = [sys.executable, "-m", "compressor", "run", str(generator_folder), "--out", str(out), "--profile", str(profile)]
-    subprocess.run(command + FAST[:6], check=True, capture_output=True)
+    subprocess.run(command + BENCH, check=True, capture_output=True)
     release = out / "cpu-x86"
     before = {p.name: p.read_bytes() for p in release.iterdir()}
     # A benchmark long enough to be interrupted in the middle of it.

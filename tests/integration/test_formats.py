@@ -23,13 +23,15 @@ RESNET_CARD = {"name": "resnet", "inputs": {"image": {"shape": [3, 16, 16], "pri
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit.*deprecated:DeprecationWarning")
 
 
-def _save(model, card: dict, folder, fmt: str):
+def _save(model, kwargs: dict, card: dict, folder, fmt: str):
+    """`model` (built as `type(model)(**kwargs)`) saved as `fmt`; returns (checkpoint, --card file or None)."""
     folder.mkdir(parents=True)
     example = tuple(sample_inputs(ModelCard.model_validate(card), 2, seed=0).values())
     if fmt == "folder":
-        (folder / "model.py").write_text("from compressor.testing.models import ResnetGenerator\n")
+        name = type(model).__name__
+        (folder / "model.py").write_text(f"from compressor.testing.models import {name}\n")
         save_file(model.state_dict(), str(folder / "weights.safetensors"))
-        full = card | {"factory": "model:ResnetGenerator", "kwargs": {"width": 8, "blocks": 1}, "weights": "weights.safetensors"}
+        full = card | {"factory": f"model:{name}", "kwargs": kwargs, "weights": "weights.safetensors"}
         (folder / "compressor.yaml").write_text(yaml.safe_dump(full))
         return folder, None
     (folder / "card.yaml").write_text(yaml.safe_dump(card))
@@ -45,10 +47,11 @@ def _ops(path) -> Counter:
 
 
 def test_a_model_gets_the_same_int8_graph_from_a_folder_torchscript_and_a_fixed_batch_pt2(tmp_path):
-    model = randomized(ResnetGenerator(width=8, blocks=1))
+    kwargs = {"width": 8, "blocks": 1}
+    model = randomized(ResnetGenerator(**kwargs))
     graphs = {}
     for fmt in ("folder", "torchscript", "pt2"):
-        checkpoint, card = _save(model, RESNET_CARD, tmp_path / fmt, fmt)
+        checkpoint, card = _save(model, kwargs, RESNET_CARD, tmp_path / fmt, fmt)
         result = api.run(api.RunConfig(checkpoint=checkpoint, card=card, target="cpu", out=tmp_path / f"out-{fmt}", sets=FAST))
         rewrite = next(stage for stage in result.manifest["stages"] if stage["name"] == "rewrite")["state"]
         assert rewrite["applied"]["decompose_convtranspose"], fmt  # ConvTranspose2d(3, 2, 1, output_padding=1)

