@@ -131,9 +131,14 @@ def _check(name: str, limit: _Limit, artifact: dict[str, Any]) -> dict[str, Any]
     return {**check, "ok": value >= check["limit"] if check["bound"] == "min" else value <= check["limit"]}
 
 
+def _pending(artifact: dict[str, Any]) -> str:
+    """Why the artifact's latency is not known yet, in the runtime's words, and what then judges the budget."""
+    return f"{artifact['latency']['pending']}; then run compressor gate"
+
+
 def _latency(artifact: dict[str, Any], limit: LatencyLimit) -> float | str:
     if "pending" in artifact.get("latency", {}):
-        return "latency is measured on the device: run compressor build-engine there, then compressor gate"
+        return _pending(artifact)
     batches = artifact.get("latency", {}).get("batches", {})
     if str(limit.batch) not in batches:
         raise BudgetError(
@@ -145,7 +150,7 @@ def _latency(artifact: dict[str, Any], limit: LatencyLimit) -> float | str:
 
 def _latency_ratio(artifact: dict[str, Any], limit: MaxLimit) -> float | str:
     if "pending" in artifact.get("latency", {}):
-        return "latency is measured on the device: run compressor build-engine there, then compressor gate"
+        return _pending(artifact)
     if "latency_vs_fp32" not in artifact:
         raise BudgetError(
             "budget latency_vs_baseline: the release has no baseline artifact to compare with (the profile quantizes "

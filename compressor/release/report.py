@@ -231,7 +231,7 @@ def _device(manifest: Manifest) -> str:
         f"`{name}` is explicit-quantization ONNX; the TensorRT engine is built on the device itself (an engine "
         "runs only on the GPU and TensorRT version that built it), and latency is measured there:\n\n"
         "```\ncompressor build-engine RELEASE     # builds, times, and adds the engine to this release\n"
-        "sh build_engine.sh                   # or trtexec alone, where compressor is not installed\n```"
+        f"sh {BUILD_SCRIPT}                   # or trtexec alone, where compressor is not installed\n```"
     )
 
 
