@@ -28,6 +28,7 @@ from compressor.release.budgets import check_budgets
 from compressor.release.gallery import GALLERY_FILE, write_gallery
 from compressor.release.manifest import MANIFEST_FILE, SCHEMA_VERSION, Manifest, ReleaseFolder, library_versions
 from compressor.release.report import REPORT_FILE, write_report
+from compressor.release.student import write_student
 from compressor.runtimes import RUNTIMES, runtime_for
 from compressor.runtimes.base import Artifact, Runtime
 from compressor.seeds import BENCHMARK_SEED_OFFSET, PARITY_SEED_OFFSET
@@ -50,6 +51,7 @@ class RunConfig:
     card: Path | None = None
     trust_pickle: bool = False
     calibration: Path | None = None  # set on the profile's quantizing stage, whichever it is
+    resume: bool = False  # continue an interrupted training stage from its checkpoint in OUT/.<target>.state/
 
 
 @dataclass
@@ -108,7 +110,9 @@ def plan(config: RunConfig) -> dict[str, Any]:
 
 def _planned_steps(resolved: ResolvedConfig, runtime: Runtime) -> list[str]:
     stages = resolved.profile.stages
-    files = runtime.artifact_names(quantized=any(stage.quantizes for stage in stages))
+    files = runtime.artifact_names(
+        quantized=any(stage.quantizes for stage in stages), changes_architecture=any(s.changes_architecture() for s in stages)
+    )
     checks = [f"{check} {name}" for name in files for check in ("parity", "benchmark", "quality")]
     return ["load", *(stage.kind for stage in stages), "export", "quality reference", *checks, "budgets", "report"]
 
@@ -129,9 +133,11 @@ def run(config: RunConfig, on_step: Callable[[str, str], None] | None = None) ->
         manifest = Manifest(work / MANIFEST_FILE, _header(config, resolved, loaded, runtime))
         manifest.data["artifacts"] = {}
         manifest.add_stage("load", steps.seconds["load"], metrics={"format": loaded.format})
-        ctx = RunContext.create(loaded.model, loaded.card, resolved, work)
-        model, plan = _run_stages(loaded.model, ctx, steps, manifest)
-        artifacts = steps.run("export", lambda: runtime.export(model, ctx.card, plan, work))
+        ctx = RunContext.create(loaded.model, loaded.card, resolved, work, state_dir=release.state_dir,
+                                resume=config.resume, input_sha256=loaded.sha256)
+        model, plan, student = _run_stages(loaded.model, ctx, steps, manifest)
+        original = ctx.reference if student else None  # the baseline is the user's architecture (see Runtime.export)
+        artifacts = steps.run("export", lambda: runtime.export(model, ctx.card, plan, work, original))
         manifest.add_stage("export", steps.seconds["export"], artifacts=[artifact.name for artifact in artifacts])
         quality = QualityEvaluator(ctx, resolved.profile.quality, fid_source, steps.progress("quality reference"))
         steps.run("quality reference", quality.prepare)
@@ -139,10 +145,14 @@ def run(config: RunConfig, on_step: Callable[[str, str], None] | None = None) ->
         manifest.add_stage("quality reference", steps.seconds["quality reference"])
         for artifact in artifacts:
             min_psnr = plan.min_psnr if plan is not None and artifact.role == "final" else None
-            _check_and_time(artifact, min_psnr, runtime, ctx, steps, manifest)
+            # A pruned model's artifact is checked against the pruned torch model it was exported from; how far it
+            # is from the user's model is what quality (PSNR, FID vs the reference) measures.
+            source = model if student and artifact.role == "final" else ctx.reference
+            _check_and_time(artifact, source, min_psnr, runtime, ctx, steps, manifest)
             _judge(artifact, quality, runtime, ctx, steps, manifest)
         _compare_with_baseline(manifest.data["artifacts"], artifacts, runtime, ctx)
-        manifest.data["release_files"] = [path.name for path in runtime.release_files(artifacts, ctx.card, work)]
+        shipped = runtime.release_files(artifacts, ctx.card, work) + (write_student(work, *student) if student else [])
+        manifest.data["release_files"] = [path.name for path in shipped]
         manifest.data["budgets"] = steps.run("budgets", lambda: check_budgets(manifest.data, resolved.profile.budgets))
         manifest.data["status"] = "complete"
         manifest.write()
@@ -152,29 +162,36 @@ def run(config: RunConfig, on_step: Callable[[str, str], None] | None = None) ->
 
 def _run_stages(model: torch.nn.Module, ctx: RunContext, steps: Steps, manifest: Manifest):
     """The profile's stages in order, each recorded in the manifest as soon as it ends; returns the model as it
-    leaves torch and the quantizing stage's plan (None without one)."""
-    plan = None
+    leaves torch, the quantizing stage's plan (None without one) and, when a stage changed the architecture,
+    the torch student the release ships: (weights as the last pruning or training stage left them, their record)."""
+    plan, student = None, None
     for stage in ctx.config.profile.stages:
+        ctx.progress = steps.progress(stage.kind)
         result = steps.run(stage.kind, lambda: stage.run(model, ctx))
         model, plan = result.model, result.plan or plan
         manifest.add_stage(
             stage.kind, steps.seconds[stage.kind], config=stage.model_dump(mode="json"),
             state=result.state, metrics=result.metrics,
         )
-    return model, plan
+        if stage.changes_architecture():
+            student = (model.state_dict(), {"architecture": result.state.get("architecture"), "weights_from": stage.kind})
+        elif student and stage.updates_student:
+            student = (model.state_dict(), {**student[1], "weights_from": stage.kind})
+    return model, plan, student
 
 
 def _check_and_time(
-    artifact: Artifact, min_psnr: float | None, runtime: Runtime, ctx: RunContext, steps: Steps, manifest: Manifest
+    artifact: Artifact, source: torch.nn.Module, min_psnr: float | None, runtime: Runtime, ctx: RunContext, steps: Steps,
+    manifest: Manifest,
 ) -> None:
-    """Compare the artifact with the original torch model (fail the run if it disagrees), then time it;
-    both land in the manifest's record of that artifact."""
+    """Compare the artifact with the torch model it was exported from (fail the run if it disagrees), then time
+    it; both land in the manifest's record of that artifact."""
     record = {**artifact.record(), "runtime": runtime.name}
     if runtime.numerics_note():
         record["numerics"] = runtime.numerics_note()
     manifest.data["artifacts"][artifact.name] = record
     check, bench = f"parity {artifact.name}", f"benchmark {artifact.name}"
-    record["parity"] = steps.run(check, lambda: _parity(runtime, artifact, ctx, min_psnr))
+    record["parity"] = steps.run(check, lambda: _parity(runtime, artifact, source, ctx, min_psnr))
     manifest.add_stage(check, steps.seconds[check], metrics=record["parity"])
     if not record["parity"]["ok"]:
         raise ParityError(_parity_message(artifact, record["parity"]))
@@ -301,12 +318,12 @@ def _header(config: RunConfig, resolved: ResolvedConfig, loaded: LoadedModel, ru
     }
 
 
-def _parity(runtime: Runtime, artifact: Artifact, ctx: RunContext, min_psnr: float | None) -> dict[str, Any]:
+def _parity(runtime: Runtime, artifact: Artifact, source: torch.nn.Module, ctx: RunContext, min_psnr: float | None) -> dict[str, Any]:
     settings = ctx.config.target.parity
     runner = runtime.load(artifact)
     inputs = ctx.samples(settings.samples, PARITY_SEED_OFFSET)
     value_range = ctx.card.output_range
-    return check_parity(ctx.reference, runner, inputs, settings, min_psnr=min_psnr, value_range=value_range)
+    return check_parity(source, runner, inputs, settings, min_psnr=min_psnr, value_range=value_range)
 
 
 def _parity_message(artifact: Artifact, parity: dict[str, Any]) -> str:

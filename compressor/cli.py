@@ -60,6 +60,9 @@ def run(
         Optional[Path], typer.Option(help="Reference statistics (.npz from `compressor fid-stats`) to measure FID against.")
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the resolved config and planned steps; do nothing else.")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted distillation from its last checkpoint (same settings only).")
+    ] = False,
 ) -> None:
     """Compress CHECKPOINT for a target, export it, check it against torch, time it, and write the release."""
     from compressor import api
@@ -69,7 +72,7 @@ def run(
     set_ = [*set_, *(f"{key}={json.dumps(str(path))}" for key, path in shorthands.items() if path is not None)]
     config = api.RunConfig(
         checkpoint=checkpoint, target=target, profile=profile, sets=tuple(set_), out=out, seed=seed,
-        arch=arch, card=card, trust_pickle=trust_pickle, calibration=calibration,
+        arch=arch, card=card, trust_pickle=trust_pickle, calibration=calibration, resume=resume,
     )
     if dry_run:
         typer.echo(json.dumps(api.plan(config), indent=2))

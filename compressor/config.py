@@ -79,6 +79,10 @@ class Target(_Frozen):
     precisions: list[Literal["fp32", "fp16", "int8"]] = Field(["fp32"], description="Precisions it runs fast.")
     rewrites: list[str] = Field(default_factory=list, description="Graph rewrites its runtime needs, in order.")
     default_profile: str = "balanced"
+    channel_multiple: PositiveInt = Field(
+        8, description="Structured pruning keeps channel counts that are multiples of this (what the runtime's kernels "
+        "work in: 16 for ONNX Runtime's x86 int8 kernels, 8 for TensorRT's tensor cores)."
+    )
     quantization: QuantizationRules = QuantizationRules()
     parity: ParitySettings = ParitySettings()
     benchmark: BenchmarkSettings = BenchmarkSettings()
@@ -149,6 +153,12 @@ class Profile(_Frozen):
             raise ValueError("ptq and qat both quantize the final artifact; keep one of them in the profile")
         if quantizing and quantizing[0] != len(stages) - 1:  # its plan applies to the model as it leaves torch
             raise ValueError(f"the quantizing stage ({stages[quantizing[0]].kind}) must be the last stage")
+        if "rewrite" in kinds:
+            # The rewrites replace modules with forms the pruning graph does not know, and rename none of the
+            # layers the distill stage matches: pruning and training come first.
+            late = [kind for kind in kinds[kinds.index("rewrite") + 1 :] if kind in ("prune", "distill")]
+            if late:
+                raise ValueError(f"stage(s) {late} must come before the rewrite stage (order: prune, distill, rewrite, ptq|qat)")
         return stages
 
 

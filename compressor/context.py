@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -22,13 +23,23 @@ class RunContext:
     card: ModelCard
     work_dir: Path
     reference: nn.Module = field(repr=False)
+    # Where a stage keeps what must outlive a failed run (a training checkpoint), and whether to continue from it.
+    state_dir: Path | None = None
+    resume: bool = False
+    fingerprint: str = ""  # the input checkpoint's and the resolved config's hashes: what a saved state was made for
+    progress: Callable[[str], None] = field(default=lambda detail: None, repr=False)  # the running stage's progress text
 
     @classmethod
-    def create(cls, model: nn.Module, card: ModelCard, config: ResolvedConfig, work_dir: Path) -> RunContext:
+    def create(
+        cls, model: nn.Module, card: ModelCard, config: ResolvedConfig, work_dir: Path, *, state_dir: Path | None = None,
+        resume: bool = False, input_sha256: str = "",
+    ) -> RunContext:
         # A frozen copy: stages may change `model` in place; the reference stays the user's original.
         # Callers run it under torch.no_grad() (TorchScript parameters refuse requires_grad_ changes).
         reference = eval_mode(copy.deepcopy(model))
-        return cls(config=config, card=card, work_dir=work_dir, reference=reference)
+        fingerprint = f"{input_sha256}:{config.sha256()}"
+        return cls(config=config, card=card, work_dir=work_dir, reference=reference, state_dir=state_dir, resume=resume,
+                   fingerprint=fingerprint)
 
     def samples(self, batch: int, offset: int = 0) -> dict[str, torch.Tensor]:
         """Seeded prior samples; `offset` keeps uses apart (parity vs calibration never share latents)."""

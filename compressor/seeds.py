@@ -14,3 +14,5 @@ QUALITY_REFERENCE_SEED_OFFSET = 9_000  # the reference model's own samples that 
 QAT_TRAIN_SEED_OFFSET = 100_000  # one seed per step from here: steps never reuse another use's latents
 BENCHMARK_QUALITY_SEED_OFFSET = 5_000  # benchmarks/quantize_cpu.py's quality latents
 QAT_CHECK_SEED_OFFSET = 6_000
+DISTILL_CHECK_SEED_OFFSET = 10_000  # the distill stage's held-out latents
+DISTILL_TRAIN_SEED_OFFSET = 1_000_000  # one seed per distillation step from here (never a QAT step's)

@@ -85,3 +85,9 @@ def _compressor_logger_as_it_was():
     saved = (logger.propagate, list(logger.handlers), logger.level)
     yield
     logger.propagate, logger.handlers[:], logger.level = saved[0], saved[1], saved[2]
+
+
+@pytest.fixture(autouse=True)
+def _private_sensitivity_cache(tmp_path_factory, monkeypatch):
+    """Each test session caches sensitivity tables in its own folder, never in the user's ~/.cache."""
+    monkeypatch.setenv("COMPRESSOR_CACHE", str(tmp_path_factory.getbasetemp() / "compressor-cache"))

@@ -82,6 +82,8 @@ class ReleaseFolder:
         self.root = Path(root)
         self.final = self.root / name
         self.lock_path = self.root / f".{name}.lock"
+        # What outlives a failed run so the next can continue (a training checkpoint); never part of the release.
+        self.state_dir = self.root / f".{name}.state"
         self.work: Path | None = None
         self._lock: int | None = None  # file descriptor holding the flock
 

@@ -5,7 +5,8 @@ A runtime turns the compressed torch model, and the quantization plan the profil
 (`load(artifact) -> runner`, a callable from input arrays by name to output arrays) and time them
 (`benchmark`). Everything after the export (parity, latency, quality, budgets, gate, report, manifest)
 reads `Artifact`s and never assumes a file name or a format: the artifact whose role is `final` is the
-one a release ships and budgets judge; a `baseline` is the uncompressed export kept beside it.
+one a release ships and budgets judge; a `baseline` is the uncompressed export kept beside it (the user's own
+architecture in fp32, also when pruning changed the final one).
 
 A runtime's options are the target YAML's `runtime:` section, a pydantic model whose `kind` names the
 runtime; `compressor.runtimes` gathers them into one discriminated union, so a target for one runtime
@@ -80,8 +81,12 @@ class Runtime:
         """None when runs for this runtime can work here; else what is missing and how to get it."""
         raise NotImplementedError
 
-    def export(self, model: nn.Module, card: ModelCard, plan: QuantizationPlan | None, out: Path) -> list[Artifact]:
-        """Write the artifacts into the folder `out`: the baseline first (when there is one), the final last."""
+    def export(
+        self, model: nn.Module, card: ModelCard, plan: QuantizationPlan | None, out: Path, original: nn.Module | None = None
+    ) -> list[Artifact]:
+        """Write the artifacts into the folder `out`: the baseline first (when there is one), the final last.
+        `original` is the user's model when a stage changed the architecture (pruning, a student): it is then
+        exported as the baseline, so the release is compared with what the user brought, not with the pruned model."""
         raise NotImplementedError
 
     def check_profile(self, profile) -> None:
@@ -93,7 +98,7 @@ class Runtime:
         here and what is left for the device (for `compressor doctor`)."""
         return None
 
-    def artifact_names(self, quantized: bool) -> list[str]:
+    def artifact_names(self, quantized: bool, changes_architecture: bool = False) -> list[str]:
         """The file names `export` will write, in order (for --dry-run's list of steps)."""
         raise NotImplementedError
 

@@ -77,8 +77,8 @@ class TensorRT(OnnxBackend):
         return (f"export, TensorRT rules check, parity and quality simulated on ONNX Runtime CPU here; engine build "
                 f"and latency only on the device ({engine})")
 
-    def export(self, model, card: ModelCard, plan: QuantizationPlan | None, out: Path) -> list[Artifact]:
-        artifacts = super().export(model, card, plan, out)
+    def export(self, model, card: ModelCard, plan: QuantizationPlan | None, out: Path, original=None) -> list[Artifact]:
+        artifacts = super().export(model, card, plan, out, original)
         for artifact in artifacts:
             self._check_rules(artifact.path)
         return artifacts

@@ -6,10 +6,12 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
+from compressor.stages.distill import DistillConfig
+from compressor.stages.prune import PruneConfig
 from compressor.stages.ptq import PTQConfig
 from compressor.stages.qat import QATConfig
 from compressor.stages.rewrite import RewriteConfig
 
-STAGE_CONFIGS = (RewriteConfig, PTQConfig, QATConfig)
+STAGE_CONFIGS = (PruneConfig, DistillConfig, RewriteConfig, PTQConfig, QATConfig)
 
 AnyStageConfig = Annotated[Union[STAGE_CONFIGS], Field(discriminator="kind")]

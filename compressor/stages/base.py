@@ -33,6 +33,14 @@ class StageConfig(BaseModel):
     # A quantizing stage (ptq, qat) ends the torch side: its plan tells the runtime how to quantize the export,
     # so it comes last in a profile, and a profile has at most one.
     quantizes: ClassVar[bool] = False
+    # A stage that trains the weights in place (distill): after a pruning stage, the release's student weights
+    # are the ones the last such stage left.
+    updates_student: ClassVar[bool] = False
+
+    def changes_architecture(self) -> bool:
+        """True when the model leaving this stage has other layer shapes than the one entering it (pruning, a
+        student): the release then keeps the user's original as its baseline and ships the new torch weights."""
+        return False
 
     def run(self, model: nn.Module, ctx: RunContext) -> StageResult:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -3,6 +3,7 @@ Every model gets them, whatever it came as (see _module_graph)."""
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import TYPE_CHECKING, Literal
 
@@ -37,6 +38,7 @@ class RewriteConfig(StageConfig):
         if not names:
             return StageResult(model=model, state={"applied": {}, "skipped": {}})
         example = tuple(ctx.samples(2, REWRITE_CHECK_SEED_OFFSET).values())  # shapes for shape-bound rewrites
+        incoming = copy.deepcopy(model)  # what the rewrites must reproduce (the user's model, or the pruned one)
         model, graph, unreadable = _module_graph(model, example)
         if unreadable:
             # Neither fx nor torch.export can read the model; the export may still work without rewrites.
@@ -45,7 +47,7 @@ class RewriteConfig(StageConfig):
         applied = {}
         for name in names:
             model, applied[name] = REWRITES[name](model, example)
-        error = _relative_change(ctx.reference, model, ctx.samples(4, REWRITE_CHECK_SEED_OFFSET))
+        error = _relative_change(incoming, model, ctx.samples(4, REWRITE_CHECK_SEED_OFFSET))
         if error > self.tolerance:
             raise CompressorError(
                 f"rewrite stage: {sorted(applied)} changed the outputs by {error:.2e} (relative), above "

@@ -2,7 +2,9 @@
 plan into a Q/DQ ONNX artifact with the runtime's own quantizer, and run artifacts in ONNX Runtime.
 
 Without a plan the fp32 export is the final artifact (`model.onnx`). With one, the fp32 export is kept as the
-baseline (`model.fp32.onnx`) and the quantized model becomes `model.onnx`:
+baseline (`model.fp32.onnx`) and the quantized model becomes `model.onnx`. When a stage changed the architecture
+(pruning), the baseline is the user's original model instead, and the pruned model's fp32 export is only the
+quantizer's input:
 - a `CalibrationPlan` (ptq): layers are read off the export's node metadata, `choose_precisions` applies the
   rules and the auto mode, and the subclass's `quantize_nodes` writes the Q/DQ model with the chosen layers'
   nodes left in float;
@@ -26,26 +28,43 @@ if TYPE_CHECKING:
     from compressor.quantization import QuantizationPlan
 
 FINAL = "model.onnx"
-BASELINE = "model.fp32.onnx"  # kept beside a quantized final artifact
+BASELINE = "model.fp32.onnx"  # kept beside a quantized or pruned final artifact
+PRUNED_FP32 = "pruned.fp32.onnx"  # scratch: a pruned model's fp32 export, the quantizer's input
 
 
 class OnnxBackend(Runtime):
     """A runtime whose artifacts are ONNX files. Subclasses set `name`, `Options`, `providers` and implement
     `quantize_nodes` and `finish_fake_quantized`."""
 
-    def export(self, model: nn.Module, card: ModelCard, plan: QuantizationPlan | None, out: Path) -> list[Artifact]:
+    def export(
+        self, model: nn.Module, card: ModelCard, plan: QuantizationPlan | None, out: Path, original: nn.Module | None = None
+    ) -> list[Artifact]:
         from compressor.runtimes.onnx.export import export_onnx
 
-        fp32 = export_onnx(model, card, out / (BASELINE if plan else FINAL), opset=self.options.opset)
+        opset = self.options.opset
+        if original is None:
+            fp32 = export_onnx(model, card, out / (BASELINE if plan else FINAL), opset=opset)
+            if plan is None:
+                return [Artifact(fp32, "onnx", "fp32", "final")]
+            baseline = Artifact(fp32, "onnx", "fp32", "baseline")
+            return [baseline, self._quantized(fp32, plan, card, out / FINAL)]
+        baseline = Artifact(export_onnx(original, card, out / BASELINE, opset=opset), "onnx", "fp32", "baseline")
         if plan is None:
-            return [Artifact(fp32, "onnx", "fp32", "final")]
-        baseline = Artifact(fp32, "onnx", "fp32", "baseline")
-        if isinstance(plan, FakeQuantizedPlan):
-            return [baseline, self._export_fake_quantized(plan, card, out / FINAL)]
-        return [baseline, self._quantize_calibrated(baseline, plan, card, out / FINAL)]
+            return [baseline, Artifact(export_onnx(model, card, out / FINAL, opset=opset), "onnx", "fp32", "final")]
+        # The quantizer's fp32 input is the pruned model's export, not the baseline; it is not part of the release.
+        scratch = export_onnx(model, card, out / PRUNED_FP32, opset=opset)
+        try:
+            return [baseline, self._quantized(scratch, plan, card, out / FINAL)]
+        finally:
+            scratch.unlink(missing_ok=True)
 
-    def artifact_names(self, quantized: bool) -> list[str]:
-        return [BASELINE, FINAL] if quantized else [FINAL]
+    def _quantized(self, fp32: Path, plan: QuantizationPlan, card: ModelCard, out: Path) -> Artifact:
+        if isinstance(plan, FakeQuantizedPlan):
+            return self._export_fake_quantized(plan, card, out)
+        return self._quantize_calibrated(fp32, plan, card, out)
+
+    def artifact_names(self, quantized: bool, changes_architecture: bool = False) -> list[str]:
+        return [BASELINE, FINAL] if quantized or changes_architecture else [FINAL]
 
     def quantize_nodes(self, fp32: Path, out: Path, plan: CalibrationPlan, float_nodes: list[str], cache: Path) -> Path:
         """Write the Q/DQ model of `fp32` calibrated as `plan` says, the nodes `float_nodes` left in float.
@@ -81,22 +100,22 @@ class OnnxBackend(Runtime):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         return options
 
-    def _quantize_calibrated(self, baseline: Artifact, plan: CalibrationPlan, card: ModelCard, out: Path) -> Artifact:
+    def _quantize_calibrated(self, fp32: Path, plan: CalibrationPlan, card: ModelCard, out: Path) -> Artifact:
         import onnx
 
         from compressor.runtimes.onnx.layers import compute_layers, int8_layers, node_layers, nodes_of
 
-        graph = onnx.load(str(baseline.path))
+        graph = onnx.load(str(fp32))
         self.check_quantizable(graph)
         cache = out.parent / "calibration-cache.json"  # calibrate once across auto mode's trials
         cache.unlink(missing_ok=True)
 
         def quantize(kept_float: set[str], path: Path) -> Path:
-            return self.quantize_nodes(baseline.path, path, plan, nodes_of(graph, kept_float), cache)
+            return self.quantize_nodes(fp32, path, plan, nodes_of(graph, kept_float), cache)
 
         described = choose_precisions(
             plan, compute_layers(graph), self.target, self.options.float_precision, quantize,
-            probe=lambda path: self._runner(path)(plan.probe)[0], fp32=baseline.path, value_range=card.output_range,
+            probe=lambda path: self._runner(path)(plan.probe)[0], fp32=fp32, value_range=card.output_range,
         )
         quantize(float_layers(described), out)
         cache.unlink(missing_ok=True)  # not part of the release

@@ -1,0 +1,86 @@
+"""Per-group pruning ratios under a MACs budget, allocated from the sensitivity table.
+
+Each group's cost of cutting to `k` channels is the output error the table measured when only that group
+was cut (as mean squared error relative to the signal, 10^(-PSNR/10); errors of small independent changes
+roughly add), interpolated between the measured ratios. Its saving is what the model's MACs drop by,
+estimated per layer as MACs x (input channels kept) x (output channels kept). Greedily, the cut with the
+least error per MAC saved is taken, one channel step at a time, until the estimate meets the budget.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from compressor.errors import ConfigError
+from compressor.pruning.channels import PrunableGraph
+
+
+def allocate(graph: PrunableGraph, table: dict[str, Any], layer_macs: dict[str, int], keep_macs: float, multiple: int) -> dict[str, int]:
+    """Channels to keep per group so the estimated MACs are at most `keep_macs` of the model's."""
+    import math
+
+    total = sum(layer_macs.values())
+    steps = {name: math.lcm(group.unit, multiple) for name, group in graph.groups.items()}
+    kept = {name: group.channels for name, group in graph.groups.items()}
+    floor = {name: min(steps[name], group.channels) for name, group in graph.groups.items()}
+    estimate = _estimator(graph, layer_macs)
+    current = estimate(kept)
+    while current > keep_macs * total:
+        best = None
+        for name, group in graph.groups.items():
+            if kept[name] - steps[name] < floor[name]:
+                continue
+            trial = {**kept, name: kept[name] - steps[name]}
+            saved = current - estimate(trial)
+            if saved <= 0:
+                continue
+            cost = _error(table, name, group.channels, trial[name]) - _error(table, name, group.channels, kept[name])
+            if best is None or cost / saved < best[0]:
+                best = (cost / saved, name, trial)
+        if best is None:
+            raise ConfigError(
+                f"prune: no allocation keeps only {keep_macs:.0%} of the MACs: cutting every prunable group to "
+                f"{multiple} channels still keeps {current / total:.0%}; raise stages.prune.macs to at least "
+                f"{math.ceil(current / total * 100) / 100:.2f} or lower target.channel_multiple"
+            )
+        kept, current = best[2], estimate(best[2])
+    return kept
+
+
+def _error(table: dict[str, Any], name: str, channels: int, kept: int) -> float:
+    """Relative squared error when only group `name` keeps `kept` of its `channels`, interpolated."""
+    if kept >= channels:
+        return 0.0
+    settings = table["channels"][name]["settings"].values()
+    points = sorted([(channels, 0.0)] + [(row["kept"], 10 ** (-row["psnr_db"] / 10)) for row in settings])
+    xs, ys = zip(*points)
+    # below the smallest count measured: the error there, grown as the cut deepens
+    return float(np.interp(kept, xs, ys, left=ys[0] * xs[0] / max(kept, 1)))
+
+
+def _estimator(graph: PrunableGraph, layer_macs: dict[str, int]):
+    """MACs of a channel allocation: each layer's MACs scaled by the kept fraction of its input and output channels."""
+    names = {module: name for name, module in graph.model.named_modules()}
+    scales: dict[str, list[tuple[str, str]]] = {}  # layer -> [(group, "in" | "out")]
+    for name, group in graph.groups.items():
+        module, handler = group.root
+        whole = graph.graph.get_pruning_group(module, handler, list(range(group.channels)))
+        for dep, _ in whole:
+            layer = names.get(dep.target.module)
+            if layer is not None:
+                side = "in" if "in_channels" in dep.handler.__name__ else "out"
+                scales.setdefault(layer, []).append((name, side))
+    channels = {name: group.channels for name, group in graph.groups.items()}
+
+    def estimate(kept: dict[str, int]) -> float:
+        total = 0.0
+        for layer, macs in layer_macs.items():
+            factor = 1.0
+            for group, _side in {entry for entry in scales.get(layer, [])}:
+                factor *= kept[group] / channels[group]
+            total += macs * factor
+        return total
+
+    return estimate

@@ -1,0 +1,200 @@
+"""Sensitivity analysis: how much each layer group can lose before the output suffers.
+
+For every prunable channel group (compressor/pruning/channels.py) and each ratio, only that group is cut
+(its weakest channels by magnitude); for every conv/linear layer and each precision the target runs below
+fp32, only that layer is rounded to it. Each setting is scored on seeded prior samples against the
+unchanged model's outputs, computed once: PSNR and the FD-surrogate. The cost is one forward pass over the
+samples per layer x setting. Results are cached by a hash of the model's weights and the settings, so a
+second run (or the prune stage allocating ratios from the table) is instant.
+
+The quantization column is simulated in torch: weights rounded per output channel (symmetric, the target's
+weight bits), the layer's input rounded per tensor (asymmetric uint8 or symmetric int8, as the target runs
+them, range from the samples); fp16 rounds both to half precision. It ranks layers; the runtime's own
+quantizer and parity check decide the shipped numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from compressor.evaluate.paired import data_range_of, psnr
+from compressor.modelcard import as_output_list, sample_inputs
+from compressor.seeds import SENSITIVITY_SEED_OFFSET
+
+if TYPE_CHECKING:
+    from compressor.config import Target
+    from compressor.layer_rules import LayerRule
+    from compressor.modelcard import ModelCard
+
+CACHE_VERSION = 1
+_QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
+
+
+def cache_dir() -> Path:
+    """Where results are cached: $COMPRESSOR_CACHE, else ~/.cache/compressor."""
+    root = os.environ.get("COMPRESSOR_CACHE") or Path.home() / ".cache" / "compressor"
+    return Path(root) / "sensitivity"
+
+
+def analyse(
+    model: nn.Module, card: ModelCard, target: Target, *, ratios: list[float], samples: int, seed: int,
+    rules: list[LayerRule] = (), progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """The sensitivity table of `model` (cached): {"channels": {group: {...}}, "precision": {layer: {...}}, ...}."""
+    settings = {
+        "version": CACHE_VERSION, "ratios": sorted(ratios), "samples": samples, "seed": seed,
+        "multiple": target.channel_multiple, "precisions": _quantized_precisions(target),
+        "weight_bits": target.quantization.weight_bits, "activations": target.quantization.activations,
+        "rules": [rule.model_dump(mode="json") for rule in rules], "card": card.model_dump(mode="json"),
+    }
+    path = cache_dir() / f"{_model_hash(model, settings)}.json"
+    if path.is_file():
+        return {**json.loads(path.read_text()), "cached": True}
+    table = _measure(model, card, target, settings, rules, progress or (lambda detail: None))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(table))
+    os.replace(tmp, path)
+    return {**table, "cached": False}
+
+
+def _measure(model: nn.Module, card: ModelCard, target: Target, settings: dict, rules, progress) -> dict[str, Any]:
+    from compressor.evaluate.fd_surrogate import RandomConvFeatures
+    from compressor.pruning.channels import PrunableGraph
+    from compressor.summary import summarize
+
+    start = time.perf_counter()
+    inputs = tuple(sample_inputs(card, settings["samples"], settings["seed"] + SENSITIVITY_SEED_OFFSET).values())
+    example = tuple(t[:2] for t in inputs)
+    model = copy.deepcopy(model).eval()
+    reference = _outputs(model, inputs)
+    value_range = data_range_of(card.output_range, reference)
+    features = RandomConvFeatures() if _images(card, reference) else None
+    base_macs = summarize(model, card)["macs_per_sample"]
+    groups = PrunableGraph(copy.deepcopy(model), example, rules)
+    layers = [name for name, module in model.named_modules() if isinstance(module, _QUANTIZABLE)]
+    total = len(groups.groups) * len(settings["ratios"]) + len(layers) * len(settings["precisions"])
+    done = 0
+
+    def score(outputs: np.ndarray) -> dict[str, float]:
+        nonlocal done
+        done += 1
+        elapsed = time.perf_counter() - start
+        progress(f"{done}/{total}, about {elapsed / done * (total - done):.0f} s left")
+        row = {"psnr_db": psnr(reference, outputs, value_range)}
+        if features is not None:
+            row["fd_surrogate"] = _fd(features, reference, outputs, card.output_range)
+        return row
+
+    channels = {}
+    for name, group in groups.groups.items():
+        row = {"channels": group.channels, "layers": group.layers, "settings": {}}
+        for ratio in settings["ratios"]:
+            kept = group.kept_count(ratio, settings["multiple"])
+            pruned = copy.deepcopy(model)
+            graph = PrunableGraph(pruned, example, rules)
+            graph.prune(name, graph.keep_strongest(name, kept))
+            macs = summarize(pruned, card)["macs_per_sample"]
+            row["settings"][str(ratio)] = {"kept": kept, "macs_fraction": macs / base_macs, **score(_outputs(pruned, inputs))}
+        channels[name] = row
+    precision = {}
+    for layer in layers:
+        precision[layer] = {p: score(_quantized_outputs(model, layer, p, target, inputs)) for p in settings["precisions"]}
+    return {
+        "settings": {k: v for k, v in settings.items() if k != "card"}, "base_macs": base_macs,
+        "channels": channels, "not_prunable": groups.skipped, "precision": precision,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _quantized_precisions(target: Target) -> list[str]:
+    return [p for p in ("int8", "fp16") if p in target.precisions]
+
+
+def _outputs(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> np.ndarray:
+    with torch.no_grad():
+        return as_output_list(model(*inputs))[0].numpy()
+
+
+def _images(card: ModelCard, outputs: np.ndarray) -> bool:
+    from compressor.evaluate.images import is_image_batch
+
+    first = next(iter(card.outputs.values()), None)
+    return is_image_batch(outputs.shape) and (first is None or first.image is not False)
+
+
+def _fd(features, reference: np.ndarray, outputs: np.ndarray, value_range) -> float:
+    """FD-surrogate between the unchanged model's outputs and the changed one's (same latents)."""
+    from compressor.evaluate.features import extract
+    from compressor.evaluate.frechet import frechet_distance, stats_of
+    from compressor.evaluate.images import to_unit_rgb
+
+    low_high = value_range or (float(reference.min()), float(reference.max()))
+
+    def stats(images: np.ndarray):
+        return stats_of(extract(features, to_unit_rgb(images, low_high)), features.name, features.sha256, warn=False)
+
+    return frechet_distance(stats(reference), stats(outputs))
+
+
+def _quantized_outputs(model: nn.Module, layer: str, precision: str, target: Target, inputs) -> np.ndarray:
+    """Outputs with only `layer`'s weights and input rounded to `precision` (see the module docstring)."""
+    module = dict(model.named_modules())[layer]
+    original = module.weight.data.clone()
+    rules = target.quantization
+    if precision == "fp16":
+        module.weight.data = original.half().float()
+        round_input = lambda x: x.half().float()  # noqa: E731
+    else:
+        module.weight.data = _fake_quant_weight(original, module, rules.weight_bits)
+        round_input = _activation_rounder(model, module, inputs, symmetric=rules.activations == "int8")
+    handle = module.register_forward_pre_hook(lambda mod, args: (round_input(args[0]), *args[1:]))
+    try:
+        return _outputs(model, inputs)
+    finally:
+        handle.remove()
+        module.weight.data = original
+
+
+def _fake_quant_weight(weight: torch.Tensor, module: nn.Module, bits: int) -> torch.Tensor:
+    axis = 1 if isinstance(module, nn.modules.conv._ConvTransposeNd) else 0  # output channels
+    levels = 2 ** (bits - 1) - 1
+    dims = [d for d in range(weight.dim()) if d != axis]
+    scale = weight.abs().amax(dim=dims, keepdim=True).clamp_min(1e-12) / levels
+    return (weight / scale).round().clamp(-levels, levels) * scale
+
+
+def _activation_rounder(model: nn.Module, module: nn.Module, inputs, symmetric: bool):
+    seen = []
+    handle = module.register_forward_pre_hook(lambda mod, args: seen.append((float(args[0].min()), float(args[0].max()))))
+    try:
+        _outputs(model, inputs)
+    finally:
+        handle.remove()
+    low, high = min(s[0] for s in seen), max(s[1] for s in seen)
+    if symmetric:
+        scale, zero, qmin, qmax = max(abs(low), abs(high)) / 127 or 1.0, 0.0, -127, 127
+    else:
+        low, high = min(low, 0.0), max(high, 0.0)
+        scale = (high - low) / 255 or 1.0
+        zero, qmin, qmax = round(-low / scale), 0, 255
+    return lambda x: ((x / scale).round() + zero).clamp(qmin, qmax).sub(zero) * scale
+
+
+def _model_hash(model: nn.Module, settings: dict) -> str:
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    digest.update(repr(model).encode())  # the architecture (a pruned model hashes differently)
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:32]

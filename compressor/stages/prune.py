@@ -1,0 +1,97 @@
+"""The prune stage: remove whole channels (method `channels`) where the model is least sensitive.
+
+Each channel group (layers that must shrink together, found by Torch-Pruning's dependency graph:
+compressor/pruning/channels.py) keeps its strongest channels by magnitude, in counts that are multiples of
+the target's `channel_multiple`. How many: `ratio` cuts every group by the same fraction; `macs` is a
+budget (the fraction of the model's MACs to keep) that the sensitivity table turns into per-group counts,
+cutting least where the output suffers most (compressor/pruning/allocate.py). Layer rules with
+`skip: true` keep a layer's whole group.
+
+Pruning comes before the rewrite stage: the rewrites replace modules with forms the dependency graph does
+not know (the profile is refused otherwise). The manifest's state records each group's kept channels,
+which rebuild the architecture from the user's model (`compressor.pruning.channels.rebuild`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field, model_validator
+
+from compressor.errors import ConfigError
+from compressor.layer_rules import LayerRule
+from compressor.seeds import REWRITE_CHECK_SEED_OFFSET
+from compressor.stages.base import StageConfig, StageResult
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+
+class PruneConfig(StageConfig):
+    """Cut channels: the same `ratio` in every group, or per-group counts that meet a `macs` budget."""
+
+    kind: Literal["prune"] = "prune"
+    method: Literal["channels"] = Field("channels", description="channels: remove whole channels (structured).")
+    ratio: float | None = Field(None, gt=0, lt=1, description="Fraction of each group's channels removed.")
+    macs: float | None = Field(None, gt=0, lt=1, description="Budget: fraction of the model's MACs to keep; "
+                               "ratios per group come from the sensitivity table.")
+    ratios: list[float] = Field([0.25, 0.5, 0.75], description="Ratios the sensitivity table measures (macs budget).")
+    samples: int = Field(64, ge=8, description="Prior samples the sensitivity table is measured on (macs budget).")
+    rules: list[LayerRule] = Field(default_factory=list, description="`skip: true` keeps a layer's group whole; last match wins.")
+
+    @model_validator(mode="after")
+    def _one_amount(self) -> PruneConfig:
+        if (self.ratio is None) == (self.macs is None):
+            raise ValueError("prune: give exactly one of ratio (same cut in every group) or macs (a budget: fraction "
+                             "of the MACs to keep), e.g. --set stages.prune.macs=0.25")
+        if any(not 0 < r < 1 for r in self.ratios):
+            raise ValueError(f"prune: ratios {self.ratios} must lie strictly between 0 and 1")
+        return self
+
+    def changes_architecture(self) -> bool:
+        return True
+
+    def run(self, model: nn.Module, ctx) -> StageResult:
+        from compressor.pruning.channels import PrunableGraph, prune_channels
+        from compressor.summary import summarize
+
+        self._check_model(model)
+        example = tuple(ctx.samples(2, REWRITE_CHECK_SEED_OFFSET).values())
+        multiple = ctx.config.target.channel_multiple
+        before = summarize(model, ctx.card)
+        graph = PrunableGraph(model, example, self.rules)  # reads the graph only; prune_channels cuts
+        if not graph.groups:
+            raise ConfigError(f"prune: no channel group can be cut in this model ({graph.skipped}); drop the prune stage")
+        counts = self._counts(model, graph, before, ctx)
+        record = prune_channels(model, example, counts, self.rules)
+        after = summarize(model, ctx.card)
+        state = {"architecture": record, "not_prunable": graph.skipped, "channel_multiple": multiple}
+        metrics = {
+            "macs_before": before["macs_per_sample"], "macs_after": after["macs_per_sample"],
+            "macs_fraction": after["macs_per_sample"] / before["macs_per_sample"],
+            "parameters_before": before["parameters"], "parameters_after": after["parameters"],
+            "channels": {name: f"{entry['channels']} -> {len(entry['kept'])}" for name, entry in record["groups"].items()},
+        }
+        return StageResult(model=model, state=state, metrics=metrics)
+
+    def _counts(self, model, graph, summary, ctx) -> dict[str, int]:
+        multiple = ctx.config.target.channel_multiple
+        if self.ratio is not None:
+            return {name: group.kept_count(self.ratio, multiple) for name, group in graph.groups.items()}
+        from compressor.pruning.allocate import allocate
+        from compressor.sensitivity import analyse
+
+        table = analyse(model, ctx.card, ctx.config.target, ratios=self.ratios, samples=self.samples,
+                        seed=ctx.config.seed, rules=self.rules, progress=ctx.progress)
+        layer_macs = {row["name"]: row["macs"] for row in summary["layers"] if row["macs"]}
+        return allocate(graph, table, layer_macs, self.macs, multiple)
+
+    @staticmethod
+    def _check_model(model) -> None:
+        import torch
+
+        from compressor.rewrites.capture import is_exported_module
+
+        if isinstance(model, torch.jit.ScriptModule) or is_exported_module(model):
+            raise ConfigError("prune: a TorchScript or exported (.pt2) model cannot be pruned yet; load the model "
+                              "from a folder or state_dict, or drop the prune stage")

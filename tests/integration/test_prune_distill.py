@@ -1,0 +1,71 @@
+"""The smallest profile end to end on the DCGAN demo, with few steps: prune to a MACs budget, distil, int8.
+The release keeps the user's architecture as its baseline and ships the pruned torch student."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from compressor import api
+from compressor.checkpoint import load_checkpoint
+from compressor.errors import ConfigError, UsageError
+from compressor.pruning.channels import rebuild
+
+DEMO = Path(__file__).resolve().parents[2] / "examples" / "digits-dcgan"
+FAST = ("stages.distill.steps=20", "stages.distill.batch=16", "stages.distill.check_every=10", "stages.distill.check_samples=32",
+        "stages.prune.samples=16", "quality.samples=64", "quality.fid=off", "budgets.fid=null", "target.benchmark.runs=3",
+        "target.benchmark.warmup=1")
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smallest")
+    return api.run(api.RunConfig(checkpoint=DEMO, target="cpu", profile="smallest", out=out, sets=FAST))
+
+
+def test_the_release_is_int8_under_the_macs_budget_with_the_original_as_baseline(release):
+    prune = next(stage for stage in release.manifest["stages"] if stage["name"] == "prune")
+    assert prune["metrics"]["macs_fraction"] <= 0.25
+    artifacts = release.manifest["artifacts"]
+    assert artifacts["model.onnx"]["precision"] == "int8" and artifacts["model.fp32.onnx"]["role"] == "baseline"
+    # the baseline is the user's architecture (its export is several times the pruned model's fp32 size)
+    assert artifacts["model.fp32.onnx"]["bytes"] > 4 * artifacts["model.onnx"]["bytes"]
+    assert artifacts["model.fp32.onnx"]["parity"]["max_abs_error"] < 1e-4  # vs the user's model
+    distill = next(stage for stage in release.manifest["stages"] if stage["name"] == "distill")
+    assert distill["metrics"]["psnr_db_after"] > distill["metrics"]["psnr_db_before"]
+
+
+def test_the_shipped_student_rebuilds_from_the_users_model(release):
+    record = json.loads((release.release_dir / "student.json").read_text())
+    assert record["weights_from"] == "distill" and set(release.manifest["release_files"]) >= {"student.json", "student.safetensors"}
+    model = load_checkpoint(DEMO).model
+    example = (torch.randn(2, 64),)
+    rebuilt = rebuild(model, example, record["architecture"])
+    rebuilt.load_state_dict(load_file(str(release.release_dir / "student.safetensors")))
+    assert {name: list(t.shape) for name, t in rebuilt.state_dict().items()} == record["shapes"]
+
+
+def test_a_budget_no_allocation_meets_is_refused_with_the_closest_figure(tmp_path):
+    with pytest.raises(ConfigError, match=r"raise stages.prune.macs to at least 0\.\d\d"):
+        api.run(api.RunConfig(checkpoint=DEMO, target="cpu", profile="smallest", out=tmp_path, sets=(*FAST, "stages.prune.macs=0.001")))
+    assert not (tmp_path / "cpu-x86").exists()  # nothing half written
+
+
+def test_resume_without_a_checkpoint_says_so(tmp_path):
+    with pytest.raises(UsageError, match="--resume: no checkpoint at"):
+        api.run(api.RunConfig(checkpoint=DEMO, target="cpu", profile="smallest", out=tmp_path, sets=FAST, resume=True))
+
+
+def test_a_student_whose_outputs_differ_from_the_teachers_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "small_student.py").write_text(
+        "from compressor.testing.models import TinyGenerator\n\ndef make():\n    return TinyGenerator(latent_dim=64)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    profile = tmp_path / "student.yaml"
+    profile.write_text("name: student\nstages:\n  - {kind: distill, student: 'small_student:make', steps: 5}\n")
+    with pytest.raises(ConfigError, match=r"distill.student: .* outputs shapes \[\(2, 1, 16, 16\)\], the teacher \[\(2, 1, 32, 32\)\]"):
+        api.run(api.RunConfig(checkpoint=DEMO, target="cpu", profile=str(profile), out=tmp_path / "out"))

@@ -1,0 +1,35 @@
+"""The sensitivity table: one row per channel group and per layer, deeper cuts hurt more, cached by hash."""
+
+from __future__ import annotations
+
+from compressor.config import resolve
+from compressor.modelcard import ModelCard
+from compressor.sensitivity import analyse
+from compressor.testing.models import DCGANGenerator, card_dict, randomized
+
+
+def _card() -> ModelCard:
+    return ModelCard.model_validate(card_dict("dcgan", 16) | {"inputs": {"z": {"shape": [16, 1, 1], "prior": "normal"}},
+                                                              "outputs": {"image": {"shape": [3, 64, 64], "range": [-1, 1]}}})
+
+
+def test_every_group_and_layer_gets_a_row_and_deeper_cuts_hurt_more():
+    model = randomized(DCGANGenerator(nz=16, ngf=32))  # every group wider than the target's 16-channel step
+    table = analyse(model, _card(), resolve("cpu").target, ratios=[0.25, 0.75], samples=16, seed=0)
+    assert set(table["channels"]) == {"main.0", "main.3", "main.6", "main.9"}
+    assert table["not_prunable"] == {"main.12": "its channels are a model output"}
+    for row in table["channels"].values():
+        light, deep = row["settings"]["0.25"], row["settings"]["0.75"]
+        assert deep["kept"] < light["kept"] and deep["macs_fraction"] < light["macs_fraction"] <= 1
+        assert deep["psnr_db"] < light["psnr_db"] and "fd_surrogate" in deep
+    assert set(table["precision"]) == {"main.0", "main.3", "main.6", "main.9", "main.12"}
+    assert all(0 < row["int8"]["psnr_db"] < 150 for row in table["precision"].values())  # changed (finite), not broken
+
+
+def test_a_second_analysis_of_the_same_model_and_settings_comes_from_the_cache():
+    model = randomized(DCGANGenerator(nz=16, ngf=8))
+    first = analyse(model, _card(), resolve("cpu").target, ratios=[0.5], samples=16, seed=0)
+    second = analyse(model, _card(), resolve("cpu").target, ratios=[0.5], samples=16, seed=0)
+    other = analyse(model, _card(), resolve("cpu").target, ratios=[0.5], samples=16, seed=1)
+    assert (first["cached"], second["cached"], other["cached"]) == (False, True, False)
+    assert first["channels"] == second["channels"]
