@@ -70,6 +70,7 @@ def analyse(
 
 def _measure(model: nn.Module, card: ModelCard, target: Target, settings: dict, rules, progress) -> dict[str, Any]:
     from compressor.evaluate.fd_surrogate import RandomConvFeatures
+    from compressor.evaluate.frechet import frechet_distance
     from compressor.pruning.channels import PrunableGraph
     from compressor.summary import summarize
 
@@ -80,6 +81,8 @@ def _measure(model: nn.Module, card: ModelCard, target: Target, settings: dict, 
     reference = _outputs(model, inputs)
     value_range = data_range_of(card.output_range, reference)
     features = RandomConvFeatures() if _images(card, reference) else None
+    unit_range = card.output_range or (float(reference.min()), float(reference.max()))
+    reference_stats = _stats(features, reference, unit_range) if features is not None else None  # once, not per setting
     base_macs = summarize(model, card)["macs_per_sample"]
     groups = PrunableGraph(copy.deepcopy(model), example, rules)
     layers = [name for name, module in model.named_modules() if isinstance(module, _QUANTIZABLE)]
@@ -93,7 +96,7 @@ def _measure(model: nn.Module, card: ModelCard, target: Target, settings: dict, 
         progress(f"{done}/{total}, about {elapsed / done * (total - done):.0f} s left")
         row = {"psnr_db": psnr(reference, outputs, value_range)}
         if features is not None:
-            row["fd_surrogate"] = _fd(features, reference, outputs, card.output_range)
+            row["fd_surrogate"] = frechet_distance(reference_stats, _stats(features, outputs, unit_range))
         return row
 
     channels = {}
@@ -133,18 +136,13 @@ def _images(card: ModelCard, outputs: np.ndarray) -> bool:
     return is_image_batch(outputs.shape) and (first is None or first.image is not False)
 
 
-def _fd(features, reference: np.ndarray, outputs: np.ndarray, value_range) -> float:
-    """FD-surrogate between the unchanged model's outputs and the changed one's (same latents)."""
+def _stats(features, images: np.ndarray, value_range: tuple[float, float]):
+    """FD-surrogate feature statistics of a batch of outputs."""
     from compressor.evaluate.features import extract
-    from compressor.evaluate.frechet import frechet_distance, stats_of
+    from compressor.evaluate.frechet import stats_of
     from compressor.evaluate.images import to_unit_rgb
 
-    low_high = value_range or (float(reference.min()), float(reference.max()))
-
-    def stats(images: np.ndarray):
-        return stats_of(extract(features, to_unit_rgb(images, low_high)), features.name, features.sha256, warn=False)
-
-    return frechet_distance(stats(reference), stats(outputs))
+    return stats_of(extract(features, to_unit_rgb(images, value_range)), features.name, features.sha256, warn=False)
 
 
 def _quantized_outputs(model: nn.Module, layer: str, precision: str, target: Target, inputs) -> np.ndarray:
