@@ -198,6 +198,56 @@ def _fail_on_budgets(checks: dict, where) -> None:
 
 
 @app.command()
+def sensitivity(
+    checkpoint: Checkpoint,
+    target: Annotated[str, typer.Option(help="Target name, alias or YAML path: its precisions and channel multiple.")] = "cpu",
+    out: Annotated[Path, typer.Option(help="Folder for sensitivity.json and the heatmap sensitivity.png.")] = Path("sensitivity"),
+    ratios: Annotated[str, typer.Option(help="Fractions of each group's channels cut, comma-separated.")] = "0.25,0.5,0.75",
+    samples: Annotated[int, typer.Option(min=8, help="Prior samples each setting is scored on.")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed of the prior samples.")] = 0,
+    arch: Arch = None,
+    card: Card = None,
+    trust_pickle: TrustPickle = False,
+) -> None:
+    """How much the output suffers when only one channel group is cut, or one layer rounded (cached; a rerun is instant)."""
+    from compressor.api import Steps
+    from compressor.checkpoint import load_checkpoint
+    from compressor.config import load_target
+    from compressor.errors import UsageError
+    from compressor.release.sensitivity_view import channel_rows, precision_rows, reading, write_outputs
+    from compressor.sensitivity import analyse
+    from compressor.stages.sensitivity import check_ratios
+
+    try:
+        fractions = check_ratios([float(text) for text in ratios.split(",")], "--ratios")
+    except ValueError as exc:
+        raise UsageError(f"--ratios '{ratios}': {exc}; e.g. --ratios 0.25,0.5,0.75") from None
+    resolved = load_target(target)
+    loaded = load_checkpoint(checkpoint, arch=arch, card=card, trust_pickle=trust_pickle)
+    steps = Steps(_progress())
+    table = steps.run("sensitivity", lambda: analyse(
+        loaded.model, loaded.card, resolved, ratios=fractions, samples=samples, seed=seed, progress=steps.progress("sensitivity"),
+    ))
+    for header, rows in (channel_rows(table), precision_rows(table)):
+        if rows:
+            _print_table(header, rows)
+    typer.echo(reading(table))
+    written = write_outputs(table, out)
+    cached = " (cached)" if table["cached"] else f" in {table['seconds']:.0f} s"
+    typer.echo(f"measured{cached}; wrote {', '.join(str(path) for path in written)}")
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*header)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+@app.command()
 def inspect(
     checkpoint: Checkpoint,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,

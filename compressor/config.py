@@ -155,10 +155,11 @@ class Profile(_Frozen):
             raise ValueError(f"the quantizing stage ({stages[quantizing[0]].kind}) must be the last stage")
         if "rewrite" in kinds:
             # The rewrites replace modules with forms the pruning graph does not know, and rename none of the
-            # layers the distill stage matches: pruning and training come first.
-            late = [kind for kind in kinds[kinds.index("rewrite") + 1 :] if kind in ("prune", "distill")]
+            # layers the distill stage matches: measuring, pruning and training come first.
+            late = [kind for kind in kinds[kinds.index("rewrite") + 1 :] if kind in ("sensitivity", "prune", "distill")]
             if late:
-                raise ValueError(f"stage(s) {late} must come before the rewrite stage (order: prune, distill, rewrite, ptq|qat)")
+                raise ValueError(f"stage(s) {late} must come before the rewrite stage "
+                                 "(order: sensitivity, prune, distill, rewrite, ptq|qat)")
         return stages
 
 

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from compressor.layer_rules import LayerRule
     from compressor.modelcard import ModelCard
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: groups whose cut breaks the forward pass are listed as not prunable
 _QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
 
 
@@ -71,7 +71,7 @@ def analyse(
 def _measure(model: nn.Module, card: ModelCard, target: Target, settings: dict, rules, progress) -> dict[str, Any]:
     from compressor.evaluate.fd_surrogate import RandomConvFeatures
     from compressor.evaluate.frechet import frechet_distance
-    from compressor.pruning.channels import PrunableGraph
+    from compressor.pruning.channels import PrunableGraph, forward_fails
     from compressor.summary import summarize
 
     start = time.perf_counter()
@@ -99,7 +99,7 @@ def _measure(model: nn.Module, card: ModelCard, target: Target, settings: dict, 
             row["fd_surrogate"] = frechet_distance(reference_stats, _stats(features, outputs, unit_range))
         return row
 
-    channels = {}
+    channels, not_prunable = {}, dict(groups.skipped)
     for name, group in groups.groups.items():
         row = {"channels": group.channels, "layers": group.layers, "settings": {}}
         for ratio in settings["ratios"]:
@@ -107,15 +107,20 @@ def _measure(model: nn.Module, card: ModelCard, target: Target, settings: dict, 
             pruned = copy.deepcopy(model)
             graph = PrunableGraph(pruned, example, rules)
             graph.prune(name, graph.keep_strongest(name, kept))
+            failure = forward_fails(model, pruned, example)
+            if failure:  # the user's code fixes a width the graph cannot see (e.g. a view to a stored channel count)
+                not_prunable[name] = f"cutting it breaks the forward pass ({failure}); skip rule: {{match: '{name}', skip: true}}"
+                break
             macs = summarize(pruned, card)["macs_per_sample"]
             row["settings"][str(ratio)] = {"kept": kept, "macs_fraction": macs / base_macs, **score(_outputs(pruned, inputs))}
-        channels[name] = row
+        else:
+            channels[name] = row
     precision = {}
     for layer in layers:
         precision[layer] = {p: score(_quantized_outputs(model, layer, p, target, inputs)) for p in settings["precisions"]}
     return {
         "settings": {k: v for k, v in settings.items() if k != "card"}, "base_macs": base_macs,
-        "channels": channels, "not_prunable": groups.skipped, "precision": precision,
+        "channels": channels, "not_prunable": not_prunable, "precision": precision,
         "seconds": time.perf_counter() - start,
     }
 

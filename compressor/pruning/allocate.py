@@ -1,10 +1,10 @@
-"""Per-group pruning ratios under a MACs budget, allocated from the sensitivity table.
+"""Per-group pruning ratios under a budget on MACs or parameters, allocated from the sensitivity table.
 
 Each group's cost of cutting to `k` channels is the output error the table measured when only that group
 was cut (as mean squared error relative to the signal, 10^(-PSNR/10); errors of small independent changes
-roughly add), interpolated between the measured ratios. Its saving is what the model's MACs drop by,
-estimated per layer as MACs x (input channels kept) x (output channels kept). Greedily, the cut with the
-least error per MAC saved is taken, one channel step at a time, until the estimate meets the budget.
+roughly add), interpolated between the measured ratios. Its saving is what the model's MACs (or parameters)
+drop by, estimated per layer as its cost x (input channels kept) x (output channels kept). Greedily, the cut
+with the least error per unit saved is taken, one channel step at a time, until the estimate meets the budget.
 """
 
 from __future__ import annotations
@@ -17,19 +17,24 @@ from compressor.errors import ConfigError
 from compressor.pruning.channels import PrunableGraph
 
 
-def allocate(graph: PrunableGraph, table: dict[str, Any], layer_macs: dict[str, int], keep_macs: float, multiple: int) -> dict[str, int]:
-    """Channels to keep per group so the estimated MACs are at most `keep_macs` of the model's."""
+def allocate(
+    graph: PrunableGraph, table: dict[str, Any], layer_costs: dict[str, int], keep: float, multiple: int, budget: str = "macs",
+) -> dict[str, int]:
+    """Channels to keep per group so the estimated cost (per-layer MACs or parameters, named by `budget`) is at
+    most `keep` of the model's."""
     import math
 
-    total = sum(layer_macs.values())
-    steps = {name: math.lcm(group.unit, multiple) for name, group in graph.groups.items()}
+    total = sum(layer_costs.values())
+    # A group missing from the table could not be cut there (it breaks the forward pass): it stays whole.
+    cuttable = {name: group for name, group in graph.groups.items() if name in table["channels"]}
+    steps = {name: math.lcm(group.unit, multiple) for name, group in cuttable.items()}
     kept = {name: group.channels for name, group in graph.groups.items()}
-    floor = {name: min(steps[name], group.channels) for name, group in graph.groups.items()}
-    estimate = _estimator(graph, layer_macs)
+    floor = {name: min(steps[name], group.channels) for name, group in cuttable.items()}
+    estimate = _estimator(graph, layer_costs)
     current = estimate(kept)
-    while current > keep_macs * total:
+    while current > keep * total:
         best = None
-        for name, group in graph.groups.items():
+        for name, group in cuttable.items():
             if kept[name] - steps[name] < floor[name]:
                 continue
             trial = {**kept, name: kept[name] - steps[name]}
@@ -41,12 +46,15 @@ def allocate(graph: PrunableGraph, table: dict[str, Any], layer_macs: dict[str, 
                 best = (cost / saved, name, trial)
         if best is None:
             raise ConfigError(
-                f"prune: no allocation keeps only {keep_macs:.0%} of the MACs: cutting every prunable group to "
-                f"{multiple} channels still keeps {current / total:.0%}; raise stages.prune.macs to at least "
+                f"prune: no allocation keeps only {keep:.0%} of the {_WORDS[budget]}: cutting every prunable group to "
+                f"{multiple} channels still keeps {current / total:.0%}; raise stages.prune.{budget} to at least "
                 f"{math.ceil(current / total * 100) / 100:.2f} or lower target.channel_multiple"
             )
         kept, current = best[2], estimate(best[2])
-    return kept
+    return {name: count for name, count in kept.items() if name in cuttable}
+
+
+_WORDS = {"macs": "MACs", "parameters": "parameters"}
 
 
 def _error(table: dict[str, Any], name: str, channels: int, kept: int) -> float:
@@ -60,8 +68,8 @@ def _error(table: dict[str, Any], name: str, channels: int, kept: int) -> float:
     return float(np.interp(kept, xs, ys, left=ys[0] * xs[0] / max(kept, 1)))
 
 
-def _estimator(graph: PrunableGraph, layer_macs: dict[str, int]):
-    """MACs of a channel allocation: each layer's MACs scaled by the kept fraction of its input and output channels."""
+def _estimator(graph: PrunableGraph, layer_costs: dict[str, int]):
+    """Cost of a channel allocation: each layer's cost scaled by the kept fraction of its input and output channels."""
     names = {module: name for name, module in graph.model.named_modules()}
     scales: dict[str, list[tuple[str, str]]] = {}  # layer -> [(group, "in" | "out")]
     for name, group in graph.groups.items():
@@ -76,11 +84,11 @@ def _estimator(graph: PrunableGraph, layer_macs: dict[str, int]):
 
     def estimate(kept: dict[str, int]) -> float:
         total = 0.0
-        for layer, macs in layer_macs.items():
+        for layer, cost in layer_costs.items():
             factor = 1.0
             for group, _side in {entry for entry in scales.get(layer, [])}:
                 factor *= kept[group] / channels[group]
-            total += macs * factor
+            total += cost * factor
         return total
 
     return estimate

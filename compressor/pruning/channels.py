@@ -151,15 +151,15 @@ def prune_channels(
         kept = graph.keep_strongest(name, count)
         graph.prune(name, kept)
         record[name] = {"layers": found.layers, "channels": channels, "kept": kept}
-    if _forward_fails(original, model, example):
+    if forward_fails(original, model, example):
         for name, entry in record.items():
             alone = copy.deepcopy(original)
             PrunableGraph(alone, example, rules).prune(name, entry["kept"])
-            failure = _forward_fails(original, alone, example)
+            failure = forward_fails(original, alone, example)
             if failure:
                 raise CompressorError(f"prune: cutting channel group '{name}' breaks the model ({failure}); keep it "
                                       f"whole with a rule in the prune stage: {{match: '{name}', skip: true}}")
-        raise CompressorError(f"prune: the pruned model no longer runs ({_forward_fails(original, model, example)}); "
+        raise CompressorError(f"prune: the pruned model no longer runs ({forward_fails(original, model, example)}); "
                               "keep groups whole with skip rules in the prune stage, or drop the stage")
     return {"groups": record}
 
@@ -171,7 +171,7 @@ def _instance_norm_widths(model: nn.Module) -> list:
             for module in model.modules() if isinstance(module, nn.modules.instancenorm._InstanceNorm)]
 
 
-def _forward_fails(original: nn.Module, pruned: nn.Module, example: tuple[torch.Tensor, ...]) -> str | None:
+def forward_fails(original: nn.Module, pruned: nn.Module, example: tuple[torch.Tensor, ...]) -> str | None:
     """Why the pruned model's forward pass fails or changes the output shapes, or None when it works."""
     from compressor.modelcard import as_output_list
 

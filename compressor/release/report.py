@@ -20,8 +20,8 @@ def write_report(manifest: Manifest, path: Path) -> Path:
 
 def render(manifest: Manifest) -> str:
     sections = (
-        _title, _budgets, _input_model, _artifacts, _latency, _op_times, _device, _quality, _gallery, _layer_precisions, _steps,
-        _provenance,
+        _title, _budgets, _input_model, _artifacts, _latency, _op_times, _device, _quality, _gallery, _sensitivity, _layer_precisions,
+        _steps, _provenance,
     )
     return "\n\n".join(text for text in (section(manifest) for section in sections) if text) + "\n"
 
@@ -269,6 +269,14 @@ def _step_notes(step: dict[str, Any]) -> str:
     metrics = step.get("metrics", {})
     if "relative_change" in metrics:
         notes.append(f"max relative output change {metrics['relative_change']:.1e}")
+    if "macs_fraction" in metrics:  # prune
+        cut = ", ".join(f"{name} {change}" for name, change in metrics["channels"].items())
+        notes.append(f"MACs {metrics['macs_fraction']:.2f}x, parameters "
+                     f"{metrics['parameters_after'] / metrics['parameters_before']:.2f}x ({cut})")
+    if "psnr_db_after" in metrics:  # distill: PSNR vs the teacher on held-out latents
+        stopped = ", stopped early" if metrics.get("stopped_early") else ""
+        notes.append(f"{metrics['steps_run']} steps{stopped}: PSNR vs the original {metrics['psnr_db_before']:.1f} -> "
+                     f"{metrics['psnr_db_after']:.1f} dB")
     if "psnr_db_after_training" in metrics:  # qat: what fine-tuning bought, on held-out latents
         notes.append(
             f"{metrics['steps']} steps: PSNR vs fp32 {metrics['psnr_db_before_training']:.1f} -> "
@@ -290,3 +298,23 @@ def _provenance(manifest: Manifest) -> str:
 
 def _megabytes(size: int) -> str:
     return f"{size / 1e6:.2f} MB"
+
+
+def _sensitivity(manifest: Manifest) -> str:
+    """The sensitivity table a stage measured (sensitivity, or prune with a budget): tables, reading, heatmap."""
+    from compressor.release.sensitivity_view import channel_rows, markdown, precision_rows, reading
+
+    step = next((s for s in manifest.get("stages", []) if "sensitivity" in s.get("metrics", {})), None)
+    if step is None:
+        return ""
+    table, settings = step["metrics"]["sensitivity"], step["metrics"]["sensitivity"]["settings"]
+    parts = [
+        f"## Sensitivity ({step['name']} stage)\n\nPSNR of the output vs the unchanged model when only one channel group is "
+        f"cut (its weakest channels, counts rounded to multiples of {settings['multiple']}) or only one layer is rounded, "
+        f"on {settings['samples']} prior samples; lower = more sensitive. {reading(table)}",
+        markdown(*channel_rows(table)),
+    ]
+    if table["precision"] and settings["precisions"]:
+        parts.append(markdown(*precision_rows(table)))
+    parts.append(f"![sensitivity heatmap]({step['metrics']['heatmap']})")
+    return "\n\n".join(parts)

@@ -11,7 +11,8 @@ from compressor.stages.prune import PruneConfig
 from compressor.stages.ptq import PTQConfig
 from compressor.stages.qat import QATConfig
 from compressor.stages.rewrite import RewriteConfig
+from compressor.stages.sensitivity import SensitivityConfig
 
-STAGE_CONFIGS = (PruneConfig, DistillConfig, RewriteConfig, PTQConfig, QATConfig)
+STAGE_CONFIGS = (SensitivityConfig, PruneConfig, DistillConfig, RewriteConfig, PTQConfig, QATConfig)
 
 AnyStageConfig = Annotated[Union[STAGE_CONFIGS], Field(discriminator="kind")]

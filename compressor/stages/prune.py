@@ -2,9 +2,10 @@
 
 Each channel group (layers that must shrink together, found by Torch-Pruning's dependency graph:
 compressor/pruning/channels.py) keeps its strongest channels by magnitude, in counts that are multiples of
-the target's `channel_multiple`. How many: `ratio` cuts every group by the same fraction; `macs` is a
-budget (the fraction of the model's MACs to keep) that the sensitivity table turns into per-group counts,
-cutting least where the output suffers most (compressor/pruning/allocate.py). Layer rules with
+the target's `channel_multiple`. How many: `ratio` cuts every group by the same fraction; `macs` or
+`parameters` is a budget (the fraction of the model's MACs or parameters to keep) that the sensitivity table
+turns into per-group counts, cutting least where the output suffers most (compressor/pruning/allocate.py);
+the table goes into the release (report.md and sensitivity.png). Layer rules with
 `skip: true` keep a layer's whole group.
 
 Pruning comes before the rewrite stage: the rewrites replace modules with forms the dependency graph does
@@ -22,30 +23,32 @@ from compressor.errors import ConfigError
 from compressor.layer_rules import LayerRule
 from compressor.seeds import REWRITE_CHECK_SEED_OFFSET
 from compressor.stages.base import StageConfig, StageResult
+from compressor.stages.sensitivity import DEFAULT_RATIOS, DEFAULT_SAMPLES, check_ratios, record_table
 
 if TYPE_CHECKING:
     import torch.nn as nn
 
 
 class PruneConfig(StageConfig):
-    """Cut channels: the same `ratio` in every group, or per-group counts that meet a `macs` budget."""
+    """Cut channels: the same `ratio` in every group, or per-group counts that meet a `macs` or `parameters` budget."""
 
     kind: Literal["prune"] = "prune"
     method: Literal["channels"] = Field("channels", description="channels: remove whole channels (structured).")
     ratio: float | None = Field(None, gt=0, lt=1, description="Fraction of each group's channels removed.")
     macs: float | None = Field(None, gt=0, lt=1, description="Budget: fraction of the model's MACs to keep; "
                                "ratios per group come from the sensitivity table.")
-    ratios: list[float] = Field([0.25, 0.5, 0.75], description="Ratios the sensitivity table measures (macs budget).")
-    samples: int = Field(64, ge=8, description="Prior samples the sensitivity table is measured on (macs budget).")
+    parameters: float | None = Field(None, gt=0, lt=1, description="Budget: fraction of the model's parameters to "
+                                     "keep, allocated like macs.")
+    ratios: list[float] = Field(DEFAULT_RATIOS, description="Ratios the sensitivity table measures (macs budget).")
+    samples: int = Field(DEFAULT_SAMPLES, ge=8, description="Prior samples the sensitivity table is measured on (macs budget).")
     rules: list[LayerRule] = Field(default_factory=list, description="`skip: true` keeps a layer's group whole; last match wins.")
 
     @model_validator(mode="after")
     def _one_amount(self) -> PruneConfig:
-        if (self.ratio is None) == (self.macs is None):
-            raise ValueError("prune: give exactly one of ratio (same cut in every group) or macs (a budget: fraction "
-                             "of the MACs to keep), e.g. --set stages.prune.macs=0.25")
-        if any(not 0 < r < 1 for r in self.ratios):
-            raise ValueError(f"prune: ratios {self.ratios} must lie strictly between 0 and 1")
+        if sum(amount is not None for amount in (self.ratio, self.macs, self.parameters)) != 1:
+            raise ValueError("prune: give exactly one of ratio (same cut in every group), macs or parameters (a budget: "
+                             "the fraction to keep), e.g. --set stages.prune.macs=0.25")
+        check_ratios(self.ratios, "prune")
         return self
 
     def changes_architecture(self) -> bool:
@@ -62,29 +65,34 @@ class PruneConfig(StageConfig):
         graph = PrunableGraph(model, example, self.rules)  # reads the graph only; prune_channels cuts
         if not graph.groups:
             raise ConfigError(f"prune: no channel group can be cut in this model ({graph.skipped}); drop the prune stage")
-        counts = self._counts(model, graph, before, ctx)
+        counts, table = self._counts(model, graph, before, ctx)
         record = prune_channels(model, example, counts, self.rules)
         after = summarize(model, ctx.card)
-        state = {"architecture": record, "not_prunable": graph.skipped, "channel_multiple": multiple}
+        not_prunable = table["not_prunable"] if table else graph.skipped
+        state = {"architecture": record, "not_prunable": not_prunable, "channel_multiple": multiple}
         metrics = {
             "macs_before": before["macs_per_sample"], "macs_after": after["macs_per_sample"],
             "macs_fraction": after["macs_per_sample"] / before["macs_per_sample"],
             "parameters_before": before["parameters"], "parameters_after": after["parameters"],
             "channels": {name: f"{entry['channels']} -> {len(entry['kept'])}" for name, entry in record["groups"].items()},
+            **(record_table(table, ctx) if table else {}),
         }
         return StageResult(model=model, state=state, metrics=metrics)
 
-    def _counts(self, model, graph, summary, ctx) -> dict[str, int]:
+    def _counts(self, model, graph, summary, ctx) -> tuple[dict[str, int], dict | None]:
+        """Channels each group keeps, and the sensitivity table they were allocated from (None for a ratio)."""
         multiple = ctx.config.target.channel_multiple
         if self.ratio is not None:
-            return {name: group.kept_count(self.ratio, multiple) for name, group in graph.groups.items()}
+            return {name: group.kept_count(self.ratio, multiple) for name, group in graph.groups.items()}, None
         from compressor.pruning.allocate import allocate
         from compressor.sensitivity import analyse
 
         table = analyse(model, ctx.card, ctx.config.target, ratios=self.ratios, samples=self.samples,
                         seed=ctx.config.seed, rules=self.rules, progress=ctx.progress)
-        layer_macs = {row["name"]: row["macs"] for row in summary["layers"] if row["macs"]}
-        return allocate(graph, table, layer_macs, self.macs, multiple)
+        budget, keep = ("macs", self.macs) if self.macs is not None else ("parameters", self.parameters)
+        column = {"macs": "macs", "parameters": "params"}[budget]  # the summary's per-layer columns
+        layer_costs = {row["name"]: row[column] for row in summary["layers"] if row[column]}
+        return allocate(graph, table, layer_costs, keep, multiple, budget), table
 
     @staticmethod
     def _check_model(model) -> None:

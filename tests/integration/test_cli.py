@@ -49,6 +49,9 @@ def _one_line_error(err: str) -> str:
         (["run", "{model}", "--set", "target.benchmark.batch_sizes=[0]"], 2, "greater than 0"),
         (["run", "{model}", "--set", "target.name=../../elsewhere"], 2, "target.name"),
         (["inspect", "{tmp}/absent.pt"], 1, "no such file or folder"),
+        (["sensitivity", "{model}", "--ratios", "0.5,1"], 2, "strictly between 0 and 1"),
+        (["sensitivity", "{model}", "--ratios", "half"], 2, "--ratios"),
+        (["sensitivity", "{tmp}/absent"], 1, "no such file or folder"),
     ],
 )
 def test_bad_input_exits_with_one_line(capsys, monkeypatch, tmp_path, generator_folder, args, code, expected):
@@ -109,6 +112,20 @@ def test_run_prints_where_release_and_report_are(capsys, monkeypatch, tmp_path, 
     rc, out, _ = cli(capsys, monkeypatch, "run", generator_folder, "--out", tmp_path, *FAST)
     assert rc == 0
     assert f"release: {tmp_path / 'cpu-x86'}" in out and "report:" in out and "batch 16: median" in out
+
+
+def test_sensitivity_prints_the_table_and_writes_json_and_heatmap(capsys, monkeypatch, tmp_path, generator_folder):
+    # The tiny generator's forward views `project`'s output to a stored width, so cutting that group breaks it;
+    # its other group has 8 channels, which TensorRT's multiple of 8 leaves whole.
+    args = ("sensitivity", generator_folder, "--target", "gpu", "--out", tmp_path, "--ratios", "0.5", "--samples", "16")
+    rc, out, _ = cli(capsys, monkeypatch, *args)
+    table = json.loads((tmp_path / "sensitivity.json").read_text())
+    assert rc == 0 and "cut 0.5" in out and "No group loses a channel at a 50% cut" in out
+    assert table["not_prunable"]["project"].startswith("cutting it breaks the forward pass (RuntimeError")
+    assert table["settings"]["precisions"] == ["int8", "fp16"] and "fp16" in out
+    assert (tmp_path / "sensitivity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rc, out, _ = cli(capsys, monkeypatch, *args)
+    assert rc == 0 and "measured (cached)" in out  # the second run reads the cache
 
 
 def test_inspect_json(capsys, monkeypatch, generator_folder):

@@ -39,6 +39,14 @@ def test_the_release_is_int8_under_the_macs_budget_with_the_original_as_baseline
     assert distill["metrics"]["psnr_db_after"] > distill["metrics"]["psnr_db_before"]
 
 
+def test_the_report_shows_the_sensitivity_table_the_cut_came_from(release):
+    report = release.report.read_text()
+    assert "## Sensitivity (prune stage)" in report and "![sensitivity heatmap](sensitivity.png)" in report
+    assert "| `blocks.2` | 128 |" in report  # the demo's widest convolution group, with a cell per ratio
+    assert (release.release_dir / "sensitivity.png").read_bytes()[:4] == b"\x89PNG"
+    assert "MACs 0." in report and "PSNR vs the original" in report  # the prune and distill steps' notes
+
+
 def test_the_shipped_student_rebuilds_from_the_users_model(release):
     record = json.loads((release.release_dir / "student.json").read_text())
     assert record["weights_from"] == "distill" and set(release.manifest["release_files"]) >= {"student.json", "student.safetensors"}
@@ -69,3 +77,15 @@ def test_a_student_whose_outputs_differ_from_the_teachers_is_refused(tmp_path, m
     profile.write_text("name: student\nstages:\n  - {kind: distill, student: 'small_student:make', steps: 5}\n")
     with pytest.raises(ConfigError, match=r"distill.student: .* outputs shapes \[\(2, 1, 16, 16\)\], the teacher \[\(2, 1, 32, 32\)\]"):
         api.run(api.RunConfig(checkpoint=DEMO, target="cpu", profile=str(profile), out=tmp_path / "out"))
+
+
+def test_a_sensitivity_stage_puts_the_table_in_the_release_and_leaves_the_model_alone(tmp_path, generator_folder):
+    profile = tmp_path / "measure.yaml"
+    profile.write_text("name: measure\nstages:\n  - {kind: sensitivity, ratios: [0.5], samples: 16}\n  - {kind: rewrite}\n")
+    result = api.run(api.RunConfig(checkpoint=generator_folder, target="cpu", profile=str(profile), out=tmp_path / "out",
+                                   sets=("target.benchmark.runs=3", "target.benchmark.warmup=1")))
+    stage = next(stage for stage in result.manifest["stages"] if stage["name"] == "sensitivity")
+    assert set(stage["metrics"]["sensitivity"]["precision"]) == {"project", "blocks.2", "blocks.5"}
+    assert (result.release_dir / "sensitivity.png").is_file() and "## Sensitivity (sensitivity stage)" in result.report.read_text()
+    artifacts = result.manifest["artifacts"].values()
+    assert artifacts and all(a["parity"]["max_abs_error"] < 1e-4 for a in artifacts)  # fp32, and the model passed unchanged

@@ -104,6 +104,8 @@ def test_kept_counts_are_multiples_of_the_target_and_of_the_groupnorm_unit():
     ({"ratio": 0.0}, "greater than 0"),
     ({}, "exactly one of ratio"),
     ({"ratio": 0.5, "macs": 0.5}, "exactly one of ratio"),
+    ({"macs": 0.5, "parameters": 0.5}, "exactly one of ratio"),
+    ({"macs": 0.5, "ratios": [0.5, 1.5]}, "strictly between 0 and 1"),
 ])
 def test_prune_settings_are_checked(settings, message):
     with pytest.raises(ValidationError, match=message):
@@ -134,8 +136,32 @@ def test_the_allocation_meets_a_macs_budget_from_the_sensitivity_table():
         allocate(PrunableGraph(DCGANGenerator(nz=16, ngf=16).eval(), example), table, layer_macs, 0.01, 16)
 
 
+def test_the_allocation_meets_a_parameters_budget_too():
+    from compressor.config import resolve
+    from compressor.modelcard import ModelCard
+    from compressor.pruning.allocate import allocate
+    from compressor.sensitivity import analyse
+    from compressor.summary import summarize
+    from compressor.testing.models import card_dict
+
+    model = DCGANGenerator(nz=16, ngf=16).eval()
+    card = ModelCard.model_validate(card_dict("dcgan", 16) | {"inputs": {"z": {"shape": [16, 1, 1], "prior": "normal"}},
+                                                                "outputs": {"image": {"shape": [3, 64, 64], "range": [-1, 1]}}})
+    example = (torch.randn(2, 16, 1, 1),)
+    table = analyse(model, card, resolve("cpu").target, ratios=[0.25, 0.5, 0.75], samples=16, seed=0)
+    summary = summarize(model, card)
+    layer_params = {row["name"]: row["params"] for row in summary["layers"] if row["params"]}
+    counts = allocate(PrunableGraph(model, example), table, layer_params, 0.5, 16, "parameters")
+    prune_channels(model, example, counts)
+    assert summarize(model, card)["parameters"] <= 0.5 * summary["parameters"]
+    with pytest.raises(ConfigError, match=r"keeps only 1% of the parameters.*raise stages.prune.parameters to at least"):
+        allocate(PrunableGraph(DCGANGenerator(nz=16, ngf=16).eval(), example), table, layer_params, 0.01, 16, "parameters")
+
+
 def test_prune_must_come_before_the_rewrites():
     from compressor.config import Profile
 
     with pytest.raises(ValidationError, match=r"\['prune'\] must come before the rewrite stage"):
         Profile(name="p", stages=[{"kind": "rewrite"}, {"kind": "prune", "ratio": 0.5}])
+    with pytest.raises(ValidationError, match=r"\['sensitivity'\] must come before the rewrite stage"):
+        Profile(name="p", stages=[{"kind": "rewrite"}, {"kind": "sensitivity"}])

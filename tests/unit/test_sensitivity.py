@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from compressor.config import resolve
 from compressor.modelcard import ModelCard
+from compressor.release.sensitivity_view import channel_rows, precision_rows, reading, write_heatmap
 from compressor.sensitivity import analyse
 from compressor.testing.models import DCGANGenerator, card_dict, randomized
 
@@ -33,3 +34,17 @@ def test_a_second_analysis_of_the_same_model_and_settings_comes_from_the_cache()
     other = analyse(model, _card(), resolve("cpu").target, ratios=[0.5], samples=16, seed=1)
     assert (first["cached"], second["cached"], other["cached"]) == (False, True, False)
     assert first["channels"] == second["channels"]
+
+
+def test_the_table_reads_as_rows_a_sentence_and_a_heatmap(tmp_path):
+    table = analyse(randomized(DCGANGenerator(nz=16, ngf=32)), _card(), resolve("cpu").target, ratios=[0.5], samples=16, seed=0)
+    header, rows = channel_rows(table)
+    assert header[:2] == ["group", "channels"] and [row[0] for row in rows] == list(table["channels"])
+    assert rows[0][2].endswith("x)") and " dB (" in rows[0][2]  # PSNR (kept, MACs kept)
+    header, rows = precision_rows(table)
+    assert header == ["layer", "int8"] and len(rows) == len(table["precision"])
+    sentence = reading(table)
+    worst_layer = min(table["precision"], key=lambda layer: table["precision"][layer]["int8"]["psnr_db"])
+    assert "hurts least in `main." in sentence and f"most sensitive to rounding is `{worst_layer}`" in sentence
+    png = write_heatmap(table, tmp_path / "heat.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000  # drawn, not an empty canvas
