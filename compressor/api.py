@@ -111,7 +111,7 @@ def plan(config: RunConfig) -> dict[str, Any]:
 def _planned_steps(resolved: ResolvedConfig, runtime: Runtime) -> list[str]:
     stages = resolved.profile.stages
     files = runtime.artifact_names(
-        quantized=any(stage.quantizes for stage in stages), changes_architecture=any(s.changes_architecture() for s in stages)
+        quantized=any(stage.quantizes for stage in stages), changes_model=any(s.changes_model for s in stages)
     )
     checks = [f"{check} {name}" for name in files for check in ("parity", "benchmark", "quality")]
     return ["load", *(stage.kind for stage in stages), "export", "quality reference", *checks, "budgets", "report"]
@@ -173,10 +173,10 @@ def _run_stages(model: torch.nn.Module, ctx: RunContext, steps: Steps, manifest:
             stage.kind, steps.seconds[stage.kind], config=stage.model_dump(mode="json"),
             state=result.state, metrics=result.metrics,
         )
-        if stage.changes_architecture():
-            student = (model.state_dict(), {"architecture": result.state.get("architecture"), "weights_from": stage.kind})
-        elif student and stage.updates_student:
-            student = (model.state_dict(), {**student[1], "weights_from": stage.kind})
+        if stage.changes_model:  # the architecture record stays the last one a stage gave (pruning's)
+            record = {**(student[1] if student else {"architecture": None}), "weights_from": stage.kind}
+            record.update({key: result.state[key] for key in ("architecture", "student") if result.state.get(key)})
+            student = (model.state_dict(), record)
     return model, plan, student
 
 

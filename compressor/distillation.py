@@ -9,6 +9,12 @@ import torch.nn as nn
 _MATCHED = (nn.modules.conv._ConvNd, nn.Linear)
 
 
+def output_loss(outputs: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
+    """L1 + MSE between the student's and the teacher's outputs, summed over outputs: L1 keeps fine detail
+    (MSE alone blurs), MSE weighs the large errors PSNR punishes."""
+    return sum(nn.functional.l1_loss(o, t) + nn.functional.mse_loss(o, t) for o, t in zip(outputs, targets))
+
+
 class Recorder:
     """Forward hooks that keep the outputs of the named layers during one forward pass."""
 

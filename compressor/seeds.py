@@ -16,3 +16,5 @@ BENCHMARK_QUALITY_SEED_OFFSET = 5_000  # benchmarks/quantize_cpu.py's quality la
 QAT_CHECK_SEED_OFFSET = 6_000
 DISTILL_CHECK_SEED_OFFSET = 10_000  # the distill stage's held-out latents
 DISTILL_TRAIN_SEED_OFFSET = 1_000_000  # one seed per distillation step from here (never a QAT step's)
+PRUNE_TUNE_SEED_OFFSET = 2_000_000  # one seed per fine-tuning step between magnitude pruning steps
+PRUNE_CHECK_SEED_OFFSET = 11_000  # held-out latents that score each magnitude pruning step

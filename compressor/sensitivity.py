@@ -20,13 +20,13 @@ import hashlib
 import json
 import os
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from compressor.cache import cache_dir
 from compressor.evaluate.paired import data_range_of, psnr
 from compressor.modelcard import as_output_list, sample_inputs
 from compressor.seeds import SENSITIVITY_SEED_OFFSET
@@ -40,12 +40,6 @@ CACHE_VERSION = 2  # 2: groups whose cut breaks the forward pass are listed as n
 _QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
 
 
-def cache_dir() -> Path:
-    """Where results are cached: $COMPRESSOR_CACHE, else ~/.cache/compressor."""
-    root = os.environ.get("COMPRESSOR_CACHE") or Path.home() / ".cache" / "compressor"
-    return Path(root) / "sensitivity"
-
-
 def analyse(
     model: nn.Module, card: ModelCard, target: Target, *, ratios: list[float], samples: int, seed: int,
     rules: list[LayerRule] = (), progress: Callable[[str], None] | None = None,
@@ -57,7 +51,7 @@ def analyse(
         "weight_bits": target.quantization.weight_bits, "activations": target.quantization.activations,
         "rules": [rule.model_dump(mode="json") for rule in rules], "card": card.model_dump(mode="json"),
     }
-    path = cache_dir() / f"{_model_hash(model, settings)}.json"
+    path = cache_dir("sensitivity") / f"{_model_hash(model, settings)}.json"
     if path.is_file():
         return {**json.loads(path.read_text()), "cached": True}
     table = _measure(model, card, target, settings, rules, progress or (lambda detail: None))

@@ -30,3 +30,18 @@ def extract(
             if progress:
                 progress(f"{extractor.name} features {min(start + batch, len(images))}/{len(images)} images")
     return np.concatenate(chunks)
+
+
+def extract_cached(
+    extractor: FeatureExtractor, images: np.ndarray, batch: int = 32, progress: Callable[[str], None] | None = None
+) -> np.ndarray:
+    """`extract`, cached by a hash of the images and the extractor's weights: the same images give the same
+    features, so a rerun on the same model skips the reference model's Inception pass (minutes on a CPU)."""
+    import hashlib
+
+    from compressor.cache import cached_array
+
+    images = np.ascontiguousarray(images, np.float32)
+    digest = hashlib.sha256(f"{extractor.name}:{extractor.sha256}:{images.shape}".encode())
+    digest.update(images.tobytes())
+    return cached_array("features", digest.hexdigest()[:32], lambda: extract(extractor, images, batch, progress))

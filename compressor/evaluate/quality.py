@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from compressor.evaluate import fd_surrogate, fid
-from compressor.evaluate.features import FeatureExtractor, extract
+from compressor.evaluate.features import FeatureExtractor, extract, extract_cached
 from compressor.evaluate.frechet import (
     FeatureStats,
     StatsError,
@@ -140,7 +140,7 @@ class QualityEvaluator:
         for metric, extractor in extractors.items():
             start = time.perf_counter()
             reference_set = self._reference_set(metric, extractor)
-            features = self._features(extractor, self.reference_outputs)
+            features = self._features(extractor, self.reference_outputs, cached=True)
             reference_set.floor = frechet_distance(self._stats(extractor, features), reference_set.stats)
             reference_set.seconds = time.perf_counter() - start
             self.sets[metric] = reference_set
@@ -193,8 +193,10 @@ class QualityEvaluator:
     def _stats(extractor: FeatureExtractor, features: np.ndarray, warn: bool = True) -> FeatureStats:
         return stats_of(features, extractor.name, extractor.sha256, warn=warn)  # warn once per extractor
 
-    def _features(self, extractor: FeatureExtractor, outputs: np.ndarray) -> np.ndarray:
-        return extract(extractor, to_unit_rgb(outputs, self.value_range), self.settings.batch, self.progress)
+    def _features(self, extractor: FeatureExtractor, outputs: np.ndarray, cached: bool = False) -> np.ndarray:
+        """Features of `outputs`; the reference model's (the same on every run of a model) come from the cache."""
+        run = extract_cached if cached else extract
+        return run(extractor, to_unit_rgb(outputs, self.value_range), self.settings.batch, self.progress)
 
     def _latents(self, offset: int) -> dict[str, np.ndarray]:
         return {k: v.numpy() for k, v in self.ctx.samples(self.settings.samples, offset).items()}
@@ -207,7 +209,7 @@ class QualityEvaluator:
         if self.own_samples is None:  # generated once, shared by the extractors
             latents = self._latents(QUALITY_REFERENCE_SEED_OFFSET)
             self.own_samples = generate(torch_runner(self.ctx.reference), latents, self.settings.batch)
-        features = self._features(extractor, self.own_samples)
+        features = self._features(extractor, self.own_samples, cached=True)
         description = f"reference model samples ({len(self.own_samples)}, seed offset {QUALITY_REFERENCE_SEED_OFFSET})"
         return _ReferenceSet(extractor, self._stats(extractor, features, warn=False), features, description)
 

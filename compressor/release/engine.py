@@ -19,6 +19,7 @@ from compressor.files import sha256_file
 from compressor.release.budgets import Budgets, check_budgets, final_artifact
 from compressor.release.manifest import MANIFEST_FILE, Manifest, ReleaseFolder, read_manifest
 from compressor.release.report import REPORT_FILE, write_report
+from compressor.runtimes.tensorrt import SPARSE_LAYERS
 from compressor.seeds import BENCHMARK_SEED_OFFSET
 
 log = logging.getLogger("compressor")
@@ -35,7 +36,7 @@ def build_release_engine(release: Path, timing_cache: Path | None = None) -> dic
         raise CompressorError(f"build-engine: {reason}")
     runtime, card = _runtime_and_card(manifest)
     name, record = final_artifact(manifest)
-    spec = runtime.engine_spec(card, record["precision"])
+    spec = runtime.engine_spec(card, record["precision"], sparse=bool(record.get("details", {}).get(SPARSE_LAYERS)))
     settings = runtime.target.benchmark
     with ReleaseFolder(release.parent, release.name) as work:
         shutil.copytree(release, work, dirs_exist_ok=True)

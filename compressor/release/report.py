@@ -273,6 +273,10 @@ def _step_notes(step: dict[str, Any]) -> str:
         cut = ", ".join(f"{name} {change}" for name, change in metrics["channels"].items())
         notes.append(f"MACs {metrics['macs_fraction']:.2f}x, parameters "
                      f"{metrics['parameters_after'] / metrics['parameters_before']:.2f}x ({cut})")
+    if "what_it_buys" in metrics:  # magnitude pruning: zeros, and what they buy on this runtime
+        notes.append(f"{metrics['sparsity']:.0%} of the pruned layers' weights zero ({metrics['pattern']}), weights zlib "
+                     f"{_megabytes(metrics['weights_zlib_bytes_before'])} -> {_megabytes(metrics['weights_zlib_bytes_after'])}; "
+                     f"{metrics['what_it_buys']}")
     if "psnr_db_after" in metrics:  # distill: PSNR vs the teacher on held-out latents
         stopped = ", stopped early" if metrics.get("stopped_early") else ""
         notes.append(f"{metrics['steps_run']} steps{stopped}: PSNR vs the original {metrics['psnr_db_before']:.1f} -> "

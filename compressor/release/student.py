@@ -2,7 +2,9 @@
 
 `student.safetensors` holds its weights under the original module names; `student.json` the record that
 rebuilds its architecture from the user's model (`compressor.pruning.channels.rebuild`): for each channel
-group, the channels kept, plus every layer's resulting weight shape as a check.
+group, the channels kept (`architecture` is null when the shapes are the user's: magnitude pruning or
+distillation alone; `student` names a student architecture the user gave), plus every layer's resulting
+weight shape as a check.
 """
 
 from __future__ import annotations

@@ -85,8 +85,9 @@ class Runtime:
         self, model: nn.Module, card: ModelCard, plan: QuantizationPlan | None, out: Path, original: nn.Module | None = None
     ) -> list[Artifact]:
         """Write the artifacts into the folder `out`: the baseline first (when there is one), the final last.
-        `original` is the user's model when a stage changed the architecture (pruning, a student): it is then
-        exported as the baseline, so the release is compared with what the user brought, not with the pruned model."""
+        `original` is the user's model when a stage changed what the model computes (pruning, training, a
+        student): it is then exported as the baseline, so the release is compared with what the user brought,
+        not with the pruned model."""
         raise NotImplementedError
 
     def check_profile(self, profile) -> None:
@@ -98,7 +99,7 @@ class Runtime:
         here and what is left for the device (for `compressor doctor`)."""
         return None
 
-    def artifact_names(self, quantized: bool, changes_architecture: bool = False) -> list[str]:
+    def artifact_names(self, quantized: bool, changes_model: bool = False) -> list[str]:
         """The file names `export` will write, in order (for --dry-run's list of steps)."""
         raise NotImplementedError
 

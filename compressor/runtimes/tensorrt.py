@@ -13,6 +13,7 @@ so the release is made on any machine and finished on the device:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from compressor.quantization import CalibrationPlan, QuantizationPlan
 
 BUILD_SCRIPT = "build_engine.sh"
+SPARSE_LAYERS = "sparse_2_4_layers"  # the final artifact's details: layers whose weights are 2:4
 # ptq's calibration methods as ModelOpt names them; it has no percentile calibration.
 _MODELOPT_METHODS = {"minmax": "max", "entropy": "entropy"}
 # What `compressor run` needs for this runtime (the engine itself is built by build-engine, on the device).
@@ -78,9 +80,15 @@ class TensorRT(OnnxBackend):
                 f"and latency only on the device ({engine})")
 
     def export(self, model, card: ModelCard, plan: QuantizationPlan | None, out: Path, original=None) -> list[Artifact]:
+        from compressor.pruning.magnitude import two_four_layers
+
         artifacts = super().export(model, card, plan, out, original)
         for artifact in artifacts:
             self._check_rules(artifact.path)
+        sparse = two_four_layers(model)  # read from the weights: whatever made them 2:4, the engine can use it
+        if sparse:
+            final = artifacts[-1]
+            artifacts[-1] = dataclasses.replace(final, details={**(final.details or {}), SPARSE_LAYERS: sparse})
         return artifacts
 
     def check_profile(self, profile) -> None:
@@ -127,20 +135,21 @@ class TensorRT(OnnxBackend):
 
         final = next(artifact for artifact in artifacts if artifact.role == "final")
         script = out / BUILD_SCRIPT
-        script.write_text(build_script(final.name, self.engine_spec(card, final.precision), self.target.name,
-                                       self.options.tensorrt_version))
+        spec = self.engine_spec(card, final.precision, sparse=bool((final.details or {}).get(SPARSE_LAYERS)))
+        script.write_text(build_script(final.name, spec, self.target.name, self.options.tensorrt_version))
         script.chmod(0o755)
         return [script]
 
-    def engine_spec(self, card: ModelCard, precision: str):
-        """What the engine is built with: the card's inputs, the target's batch sizes, its precisions."""
+    def engine_spec(self, card: ModelCard, precision: str, sparse: bool = False):
+        """What the engine is built with: the card's inputs, the target's batch sizes, its precisions, and
+        sparsity when the final artifact has 2:4 weights."""
         from compressor.runtimes.tensorrt_engine import EngineSpec
 
         return EngineSpec(
             inputs={name: tuple(spec.shape) for name, spec in card.inputs.items()},
             batch_sizes=tuple(self.target.benchmark.batch_sizes),
             int8=precision in ("int8", "mixed"), fp16=self.options.float_dtype == "fp16",
-            workspace_mb=self.options.workspace_mb, dla_core=self.options.dla_core,
+            workspace_mb=self.options.workspace_mb, dla_core=self.options.dla_core, sparsity=sparse,
         )
 
     def _check_rules(self, model: onnx.ModelProto | Path) -> None:

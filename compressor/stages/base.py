@@ -33,14 +33,10 @@ class StageConfig(BaseModel):
     # A quantizing stage (ptq, qat) ends the torch side: its plan tells the runtime how to quantize the export,
     # so it comes last in a profile, and a profile has at most one.
     quantizes: ClassVar[bool] = False
-    # A stage that trains the weights in place (distill): after a pruning stage, the release's student weights
-    # are the ones the last such stage left.
-    updates_student: ClassVar[bool] = False
-
-    def changes_architecture(self) -> bool:
-        """True when the model leaving this stage has other layer shapes than the one entering it (pruning, a
-        student): the release then keeps the user's original as its baseline and ships the new torch weights."""
-        return False
+    # A stage whose model computes something other than the user's model, beyond exact rewrites and rounding
+    # (pruning, training, a student): the release then keeps the user's original as its fp32 baseline and
+    # ships the torch weights as the last such stage left them (student.safetensors).
+    changes_model: ClassVar[bool] = False
 
     def run(self, model: nn.Module, ctx: RunContext) -> StageResult:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -48,15 +48,12 @@ class DistillConfig(StageConfig):
     check_samples: int = Field(256, ge=8, description="Held-out latents each check runs.")
     patience: int | None = Field(5, ge=1, description="Stop after this many checks without improvement (null: never).")
 
-    def changes_architecture(self) -> bool:
-        return self.student is not None
-
-    updates_student: ClassVar[bool] = True
+    changes_model: ClassVar[bool] = True
 
     def run(self, model: nn.Module, ctx) -> StageResult:
         import torch
 
-        from compressor.distillation import FeatureAdapters, Recorder
+        from compressor.distillation import FeatureAdapters, Recorder, output_loss
         from compressor.training import Checkpoint, train
 
         student = self._student(model, ctx)
@@ -73,7 +70,7 @@ class DistillConfig(StageConfig):
                 targets = as_output_list(teacher(*inputs))
             with Recorder(student, adapters.layers if adapters else []) as got:
                 outputs = as_output_list(student(*inputs))
-            loss = sum(torch.nn.functional.l1_loss(o, t) + torch.nn.functional.mse_loss(o, t) for o, t in zip(outputs, targets))
+            loss = output_loss(outputs, targets)
             if adapters:
                 loss = loss + self.feature_weight * adapters.loss(got.values, seen.values)
             return loss

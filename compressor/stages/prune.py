@@ -15,7 +15,7 @@ which rebuild the architecture from the user's model (`compressor.pruning.channe
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -51,14 +51,13 @@ class PruneConfig(StageConfig):
         check_ratios(self.ratios, "prune")
         return self
 
-    def changes_architecture(self) -> bool:
-        return True
+    changes_model: ClassVar[bool] = True
 
     def run(self, model: nn.Module, ctx) -> StageResult:
         from compressor.pruning.channels import PrunableGraph, prune_channels
         from compressor.summary import summarize
 
-        self._check_model(model)
+        check_prunable(model)
         example = tuple(ctx.samples(2, REWRITE_CHECK_SEED_OFFSET).values())
         multiple = ctx.config.target.channel_multiple
         before = summarize(model, ctx.card)
@@ -94,12 +93,13 @@ class PruneConfig(StageConfig):
         layer_costs = {row["name"]: row[column] for row in summary["layers"] if row[column]}
         return allocate(graph, table, layer_costs, keep, multiple, budget), table
 
-    @staticmethod
-    def _check_model(model) -> None:
-        import torch
 
-        from compressor.rewrites.capture import is_exported_module
+def check_prunable(model) -> None:
+    """Pruning edits modules in place: TorchScript and torch.export programs are refused, with what to do."""
+    import torch
 
-        if isinstance(model, torch.jit.ScriptModule) or is_exported_module(model):
-            raise ConfigError("prune: a TorchScript or exported (.pt2) model cannot be pruned yet; load the model "
-                              "from a folder or state_dict, or drop the prune stage")
+    from compressor.rewrites.capture import is_exported_module
+
+    if isinstance(model, torch.jit.ScriptModule) or is_exported_module(model):
+        raise ConfigError("prune: a TorchScript or exported (.pt2) model cannot be pruned yet; load the model "
+                          "from a folder or state_dict, or drop the prune stage")

@@ -89,3 +89,31 @@ def test_a_sensitivity_stage_puts_the_table_in_the_release_and_leaves_the_model_
     assert (result.release_dir / "sensitivity.png").is_file() and "## Sensitivity (sensitivity stage)" in result.report.read_text()
     artifacts = result.manifest["artifacts"].values()
     assert artifacts and all(a["parity"]["max_abs_error"] < 1e-4 for a in artifacts)  # fp32, and the model passed unchanged
+
+
+def _magnitude_release(tmp_path, folder, target: str, stage: dict, quantize: bool):
+    stages = [{"kind": "prune", "method": "magnitude", **stage}, {"kind": "rewrite"}] + ([{"kind": "ptq", "samples": 32}] if quantize else [])
+    profile = tmp_path / "sparse.yaml"
+    profile.write_text(json.dumps({"name": "sparse", "stages": stages}))
+    return api.run(api.RunConfig(checkpoint=folder, target=target, profile=str(profile), out=tmp_path / "out",
+                                 sets=("target.benchmark.runs=3", "target.benchmark.warmup=1", "budgets.latency_vs_baseline=null")))
+
+
+def test_magnitude_pruning_keeps_the_original_as_baseline_and_says_what_zeros_buy_on_ort(tmp_path, generator_folder):
+    result = _magnitude_release(tmp_path, generator_folder, "cpu",
+                                {"sparsity": 0.5, "iterations": 2, "fine_tune_steps": 5, "batch": 8}, quantize=True)
+    prune = next(stage for stage in result.manifest["stages"] if stage["name"] == "prune")["metrics"]
+    assert prune["sparsity"] == pytest.approx(0.5, abs=0.02) and len(prune["steps"]) == 2
+    assert prune["weights_zlib_bytes_after"] < prune["weights_zlib_bytes_before"]
+    assert result.manifest["artifacts"]["model.fp32.onnx"]["parity"]["max_abs_error"] < 1e-4  # the user's model
+    assert "ONNX Runtime's CPU kernels are dense" in result.report.read_text()
+    record = json.loads((result.release_dir / "student.json").read_text())
+    assert record["architecture"] is None and record["weights_from"] == "prune"  # the shapes are the user's
+
+
+def test_two_four_weights_make_the_tensorrt_build_kit_ask_for_sparsity(tmp_path, generator_folder):
+    result = _magnitude_release(tmp_path, generator_folder, "gpu", {"pattern": "2:4"}, quantize=False)
+    final = next(record for record in result.manifest["artifacts"].values() if record["role"] == "final")
+    assert final["details"]["sparse_2_4_layers"] == ["project"]  # the ConvTransposes stay dense (not conv/linear)
+    assert "--sparsity=enable" in (result.release_dir / "build_engine.sh").read_text()
+    assert "sparse tensor cores" in result.report.read_text()

@@ -46,3 +46,25 @@ def test_time_callable_counts_warmup_and_runs():
     stats = time_callable(lambda: calls.append(1), warmup=3, runs=7)
     assert len(calls) == 10 and stats["runs"] == 7
     assert 0 <= stats["min_ms"] <= stats["median_ms"] <= stats["p90_ms"]
+
+
+def test_reference_features_come_from_the_cache_on_a_rerun():
+    import numpy as np
+
+    from compressor.evaluate.features import extract_cached
+
+    class CountingFeatures:
+        name, sha256, dim = "counting", "0" * 64, 3
+        calls = 0
+
+        def __call__(self, images):
+            CountingFeatures.calls += 1
+            return images.mean(dim=(2, 3))
+
+    images = np.random.default_rng(0).random((6, 3, 4, 4), dtype=np.float32)
+    first = extract_cached(CountingFeatures(), images, batch=2)
+    again = extract_cached(CountingFeatures(), images, batch=2)
+    other = extract_cached(CountingFeatures(), images[::-1], batch=2)
+    assert CountingFeatures.calls == 6  # three batches for the first set, three for the other, none for the rerun
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)

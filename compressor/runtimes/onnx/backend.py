@@ -63,8 +63,8 @@ class OnnxBackend(Runtime):
             return self._export_fake_quantized(plan, card, out)
         return self._quantize_calibrated(fp32, plan, card, out)
 
-    def artifact_names(self, quantized: bool, changes_architecture: bool = False) -> list[str]:
-        return [BASELINE, FINAL] if quantized or changes_architecture else [FINAL]
+    def artifact_names(self, quantized: bool, changes_model: bool = False) -> list[str]:
+        return [BASELINE, FINAL] if quantized or changes_model else [FINAL]
 
     def quantize_nodes(self, fp32: Path, out: Path, plan: CalibrationPlan, float_nodes: list[str], cache: Path) -> Path:
         """Write the Q/DQ model of `fp32` calibrated as `plan` says, the nodes `float_nodes` left in float.
