@@ -40,7 +40,7 @@ def prunable_layers(model: nn.Module, pattern: str, skip: set[str] = frozenset()
 
 def magnitude_masks(layers: dict[str, nn.Module], sparsity: float, scope: str, pattern: str) -> dict[str, torch.Tensor]:
     """A keep-mask (1 = kept) per layer, from the magnitudes of its current (already masked) weights."""
-    weights = {name: module.weight.detach() for name, module in layers.items()}
+    weights = {name: _current_weight(module) for name, module in layers.items()}
     if pattern == "2:4":
         return {name: two_four_mask(weight, layers[name]) for name, weight in weights.items()}
     if scope == "layer":
@@ -92,6 +92,14 @@ def schedule(sparsity: float, iterations: int) -> list[float]:
     """Sparsity after each of `iterations` steps on the cubic schedule (Zhu and Gupta, 2017): big cuts first,
     while the weights have the most slack, small ones at the end."""
     return [sparsity * (1 - (1 - step / iterations) ** 3) for step in range(1, iterations + 1)]
+
+
+def _current_weight(module: nn.Module) -> torch.Tensor:
+    """The weight the next forward pass will use: under a mask, `weight` is only refreshed by that pass, so after
+    an optimizer step it is the product of the trained original and the mask that counts."""
+    if torch_prune.is_pruned(module):
+        return (module.weight_orig * module.weight_mask).detach()
+    return module.weight.detach()
 
 
 def _input_axis_size(module: nn.Module) -> int:

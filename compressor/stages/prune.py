@@ -5,7 +5,8 @@ compressor/pruning/channels.py) keeps its strongest channels by magnitude, in co
 the target's `channel_multiple`. How many: `ratio` cuts every group by the same fraction; `macs` or
 `parameters` is a budget (the fraction of the model's MACs or parameters to keep) that the sensitivity table
 turns into per-group counts, cutting least where the output suffers most (compressor/pruning/allocate.py);
-the table goes into the release (report.md and sensitivity.png). Layer rules with
+`latency` is one measured on the target's runtime (compressor/pruning/latency.py). The table goes into the
+release (report.md and sensitivity.png). Layer rules with
 `skip: true` keep a layer's whole group.
 
 Pruning comes before the rewrite stage: the rewrites replace modules with forms the dependency graph does
@@ -39,15 +40,17 @@ class PruneConfig(StageConfig):
                                "ratios per group come from the sensitivity table.")
     parameters: float | None = Field(None, gt=0, lt=1, description="Budget: fraction of the model's parameters to "
                                      "keep, allocated like macs.")
+    latency: float | None = Field(None, gt=0, lt=1, description="Budget: fraction of the model's latency to keep, "
+                                  "measured on the target's runtime (fp32 exports, its largest batch).")
     ratios: list[float] = Field(DEFAULT_RATIOS, description="Ratios the sensitivity table measures (macs budget).")
     samples: int = Field(DEFAULT_SAMPLES, ge=8, description="Prior samples the sensitivity table is measured on (macs budget).")
     rules: list[LayerRule] = Field(default_factory=list, description="`skip: true` keeps a layer's group whole; last match wins.")
 
     @model_validator(mode="after")
     def _one_amount(self) -> PruneConfig:
-        if sum(amount is not None for amount in (self.ratio, self.macs, self.parameters)) != 1:
-            raise ValueError("prune: give exactly one of ratio (same cut in every group), macs or parameters (a budget: "
-                             "the fraction to keep), e.g. --set stages.prune.macs=0.25")
+        if sum(amount is not None for amount in (self.ratio, self.macs, self.parameters, self.latency)) != 1:
+            raise ValueError("prune: give exactly one of ratio (same cut in every group), macs, parameters or latency (a "
+                             "budget: the fraction to keep), e.g. --set stages.prune.macs=0.25")
         check_ratios(self.ratios, "prune")
         return self
 
@@ -64,7 +67,7 @@ class PruneConfig(StageConfig):
         graph = PrunableGraph(model, example, self.rules)  # reads the graph only; prune_channels cuts
         if not graph.groups:
             raise ConfigError(f"prune: no channel group can be cut in this model ({graph.skipped}); drop the prune stage")
-        counts, table = self._counts(model, graph, before, ctx)
+        counts, table, measured = self._counts(model, graph, before, ctx, example)
         record = prune_channels(model, example, counts, self.rules)
         after = summarize(model, ctx.card)
         not_prunable = table["not_prunable"] if table else graph.skipped
@@ -74,24 +77,31 @@ class PruneConfig(StageConfig):
             "macs_fraction": after["macs_per_sample"] / before["macs_per_sample"],
             "parameters_before": before["parameters"], "parameters_after": after["parameters"],
             "channels": {name: f"{entry['channels']} -> {len(entry['kept'])}" for name, entry in record["groups"].items()},
-            **(record_table(table, ctx) if table else {}),
+            **(record_table(table, ctx) if table else {}), **measured,
         }
         return StageResult(model=model, state=state, metrics=metrics)
 
-    def _counts(self, model, graph, summary, ctx) -> tuple[dict[str, int], dict | None]:
-        """Channels each group keeps, and the sensitivity table they were allocated from (None for a ratio)."""
+    def _counts(self, model, graph, summary, ctx, example) -> tuple[dict[str, int], dict | None, dict]:
+        """Channels each group keeps, the sensitivity table they were allocated from (None for a ratio), and
+        what a latency budget measured."""
         multiple = ctx.config.target.channel_multiple
         if self.ratio is not None:
-            return {name: group.kept_count(self.ratio, multiple) for name, group in graph.groups.items()}, None
+            return {name: group.kept_count(self.ratio, multiple) for name, group in graph.groups.items()}, None, {}
         from compressor.pruning.allocate import allocate
         from compressor.sensitivity import analyse
 
         table = analyse(model, ctx.card, ctx.config.target, ratios=self.ratios, samples=self.samples,
                         seed=ctx.config.seed, rules=self.rules, progress=ctx.progress)
+        if self.latency is not None:
+            from compressor.pruning.latency import allocate_for_latency
+
+            layer_macs = {row["name"]: row["macs"] for row in summary["layers"] if row["macs"]}
+            counts, measured = allocate_for_latency(model, graph, table, layer_macs, self.latency, ctx, example, self.rules)
+            return counts, table, measured
         budget, keep = ("macs", self.macs) if self.macs is not None else ("parameters", self.parameters)
         column = {"macs": "macs", "parameters": "params"}[budget]  # the summary's per-layer columns
         layer_costs = {row["name"]: row[column] for row in summary["layers"] if row[column]}
-        return allocate(graph, table, layer_costs, keep, multiple, budget), table
+        return allocate(graph, table, layer_costs, keep, multiple, budget), table, {}
 
 
 def check_prunable(model) -> None:

@@ -117,3 +117,19 @@ def test_two_four_weights_make_the_tensorrt_build_kit_ask_for_sparsity(tmp_path,
     assert final["details"]["sparse_2_4_layers"] == ["project"]  # the ConvTransposes stay dense (not conv/linear)
     assert "--sparsity=enable" in (result.release_dir / "build_engine.sh").read_text()
     assert "sparse tensor cores" in result.report.read_text()
+
+
+def test_a_latency_budget_is_met_by_measurement_on_the_targets_runtime(tmp_path):
+    sets = (*FAST, "stages.prune.macs=null", "stages.prune.latency=0.7", "stages.distill.steps=0")
+    result = api.run(api.RunConfig(checkpoint=DEMO, target="cpu", profile="smallest", out=tmp_path, sets=sets))
+    prune = next(stage for stage in result.manifest["stages"] if stage["name"] == "prune")["metrics"]
+    probes = prune["latency_probes"]
+    assert probes and probes[-1]["latency_fraction"] <= 0.7 and prune["batch"] == 16  # it stops at the first that meets it
+    assert all(later["macs_budget"] < earlier["macs_budget"] for earlier, later in zip(probes, probes[1:]))
+
+
+def test_a_latency_budget_on_a_device_only_runtime_is_refused(tmp_path, generator_folder):
+    profile = tmp_path / "latency.yaml"
+    profile.write_text("name: latency\nstages:\n  - {kind: prune, latency: 0.5}\n  - {kind: rewrite}\n")
+    with pytest.raises(ConfigError, match="runs only on the device; give stages.prune.macs instead"):
+        api.run(api.RunConfig(checkpoint=generator_folder, target="gpu", profile=str(profile), out=tmp_path / "out"))

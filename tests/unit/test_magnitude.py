@@ -95,3 +95,14 @@ def test_masked_weights_stay_zero_while_training():
 def test_magnitude_settings_are_checked(settings, message):
     with pytest.raises(ValidationError, match=message):
         MagnitudePruneConfig(method="magnitude", **settings)
+
+
+def test_the_next_mask_reads_the_trained_weights_not_the_last_forward_passes():
+    layer = nn.Linear(4, 1, bias=False)
+    layer.weight.data = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    layers = {"layer": layer}
+    apply_masks(layers, magnitude_masks(layers, 0.25, "global", "unstructured"))  # drops 1.0
+    layer(torch.ones(1, 4))  # `weight` as this forward pass computed it
+    layer.weight_orig.data[0, 3] = 0.5  # an optimizer step shrinks the largest weight; no forward pass since
+    mask = magnitude_masks(layers, 0.5, "global", "unstructured")["layer"]
+    assert mask.tolist() == [[0.0, 1.0, 1.0, 0.0]]

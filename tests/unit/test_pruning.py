@@ -105,6 +105,7 @@ def test_kept_counts_are_multiples_of_the_target_and_of_the_groupnorm_unit():
     ({}, "exactly one of ratio"),
     ({"ratio": 0.5, "macs": 0.5}, "exactly one of ratio"),
     ({"macs": 0.5, "parameters": 0.5}, "exactly one of ratio"),
+    ({"macs": 0.5, "latency": 0.5}, "exactly one of ratio"),
     ({"macs": 0.5, "ratios": [0.5, 1.5]}, "strictly between 0 and 1"),
 ])
 def test_prune_settings_are_checked(settings, message):
