@@ -214,7 +214,7 @@ def sensitivity(
     from compressor.checkpoint import load_checkpoint
     from compressor.config import load_target
     from compressor.errors import UsageError
-    from compressor.release.sensitivity_view import channel_rows, precision_rows, reading, write_outputs
+    from compressor.release.sensitivity_view import block_rows, channel_rows, precision_rows, reading, write_outputs
     from compressor.sensitivity import analyse
     from compressor.stages.sensitivity import check_ratios
 
@@ -228,7 +228,7 @@ def sensitivity(
     table = steps.run("sensitivity", lambda: analyse(
         loaded.model, loaded.card, resolved, ratios=fractions, samples=samples, seed=seed, progress=steps.progress("sensitivity"),
     ))
-    for header, rows in (channel_rows(table), precision_rows(table)):
+    for header, rows in (channel_rows(table), block_rows(table), precision_rows(table)):
         if rows:
             _print_table(header, rows)
     typer.echo(reading(table))

@@ -1,8 +1,8 @@
 """Sensitivity analysis: how much each layer group can lose before the output suffers.
 
 For every prunable channel group (compressor/pruning/channels.py) and each ratio, only that group is cut
-(its weakest channels by magnitude); for every conv/linear layer and each precision the target runs below
-fp32, only that layer is rounded to it. Each setting is scored on seeded prior samples against the
+(its weakest channels by magnitude); every whole block (compressor/pruning/blocks.py) is removed alone; for
+every conv/linear layer and each precision the target runs below fp32, only that layer is rounded to it. Each setting is scored on seeded prior samples against the
 unchanged model's outputs, computed once: PSNR and the FD-surrogate. The cost is one forward pass over the
 samples per layer x setting. Results are cached by a hash of the model's weights and the settings, so a
 second run (or the prune stage allocating ratios from the table) is instant.
@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 
 from compressor.cache import cache_dir
+from compressor.errors import CompressorError
 from compressor.evaluate.paired import data_range_of, psnr
 from compressor.modelcard import as_output_list, sample_inputs
 from compressor.seeds import SENSITIVITY_SEED_OFFSET
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from compressor.layer_rules import LayerRule
     from compressor.modelcard import ModelCard
 
-CACHE_VERSION = 2  # 2: groups whose cut breaks the forward pass are listed as not prunable
+CACHE_VERSION = 3  # 2: groups whose cut breaks the forward pass are not prunable; 3: whole blocks removed
 _QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
 
 
@@ -65,6 +66,7 @@ def analyse(
 def _measure(model: nn.Module, card: ModelCard, target: Target, settings: dict, rules, progress) -> dict[str, Any]:
     from compressor.evaluate.fd_surrogate import RandomConvFeatures
     from compressor.evaluate.frechet import frechet_distance
+    from compressor.pruning.blocks import removable_blocks, remove_blocks
     from compressor.pruning.channels import PrunableGraph, forward_fails
     from compressor.summary import summarize
 
@@ -78,9 +80,14 @@ def _measure(model: nn.Module, card: ModelCard, target: Target, settings: dict, 
     unit_range = card.output_range or (float(reference.min()), float(reference.max()))
     reference_stats = _stats(features, reference, unit_range) if features is not None else None  # once, not per setting
     base_macs = summarize(model, card)["macs_per_sample"]
-    groups = PrunableGraph(copy.deepcopy(model), example, rules)
+    try:
+        found = PrunableGraph(copy.deepcopy(model), example, rules)
+        groups, not_prunable = found.groups, dict(found.skipped)
+    except CompressorError as exc:  # Torch-Pruning could not map the graph (its time limit): the other rows still count
+        groups, not_prunable = {}, {"all channel groups": exc.message}
     layers = [name for name, module in model.named_modules() if isinstance(module, _QUANTIZABLE)]
-    total = len(groups.groups) * len(settings["ratios"]) + len(layers) * len(settings["precisions"])
+    candidates = removable_blocks(model, example)
+    total = len(groups) * len(settings["ratios"]) + len(candidates) + len(layers) * len(settings["precisions"])
     done = 0
 
     def score(outputs: np.ndarray) -> dict[str, float]:
@@ -93,8 +100,8 @@ def _measure(model: nn.Module, card: ModelCard, target: Target, settings: dict, 
             row["fd_surrogate"] = frechet_distance(reference_stats, _stats(features, outputs, unit_range))
         return row
 
-    channels, not_prunable = {}, dict(groups.skipped)
-    for name, group in groups.groups.items():
+    channels = {}
+    for name, group in groups.items():
         row = {"channels": group.channels, "layers": group.layers, "settings": {}}
         for ratio in settings["ratios"]:
             kept = group.kept_count(ratio, settings["multiple"])
@@ -109,12 +116,17 @@ def _measure(model: nn.Module, card: ModelCard, target: Target, settings: dict, 
             row["settings"][str(ratio)] = {"kept": kept, "macs_fraction": macs / base_macs, **score(_outputs(pruned, inputs))}
         else:
             channels[name] = row
+    blocks = {}
+    for name in candidates:
+        trial = copy.deepcopy(model)
+        remove_blocks(trial, [name])
+        blocks[name] = {"macs_fraction": summarize(trial, card)["macs_per_sample"] / base_macs, **score(_outputs(trial, inputs))}
     precision = {}
     for layer in layers:
         precision[layer] = {p: score(_quantized_outputs(model, layer, p, target, inputs)) for p in settings["precisions"]}
     return {
         "settings": {k: v for k, v in settings.items() if k != "card"}, "base_macs": base_macs,
-        "channels": channels, "not_prunable": not_prunable, "precision": precision,
+        "channels": channels, "not_prunable": not_prunable, "blocks": blocks, "precision": precision,
         "seconds": time.perf_counter() - start,
     }
 

@@ -135,17 +135,25 @@ class PrunableGraph:
 
 
 def prune_channels(
-    model: nn.Module, example: tuple[torch.Tensor, ...], kept_counts: dict[str, int], rules: list[LayerRule] = ()
+    model: nn.Module, example: tuple[torch.Tensor, ...], kept_counts: dict[str, int], rules: list[LayerRule] = (),
+    removed_blocks: list[str] = (),
 ) -> dict[str, Any]:
-    """Prune each named group to its count (strongest channels kept), in place; returns the rebuild record.
-    The pruned model is run once: a group whose pruning breaks the forward pass (a reshape that reads a width
-    from another tensor, as attention code does) is named with the rule that keeps it whole."""
+    """Remove the named blocks, then prune each named group to its count (strongest channels kept), in place;
+    returns the rebuild record. The pruned model is run once: a group whose pruning breaks the forward pass (a
+    reshape that reads a width from another tensor, as attention code does) is named with the rule that keeps
+    it whole."""
     import copy
 
+    from compressor.pruning.blocks import remove_blocks
+
     original = copy.deepcopy(model)
+    remove_blocks(model, list(removed_blocks))
     graph = PrunableGraph(model, example, rules)
     record = {}
-    for name, count in kept_counts.items():
+    for old_name, count in kept_counts.items():
+        name = _same_group(old_name, graph)
+        if name is None:
+            continue  # all of it was inside a removed block
         found = graph.groups[name]
         channels = found.channels
         kept = graph.keep_strongest(name, count)
@@ -154,6 +162,7 @@ def prune_channels(
     if forward_fails(original, model, example):
         for name, entry in record.items():
             alone = copy.deepcopy(original)
+            remove_blocks(alone, list(removed_blocks))
             PrunableGraph(alone, example, rules).prune(name, entry["kept"])
             failure = forward_fails(original, alone, example)
             if failure:
@@ -161,7 +170,15 @@ def prune_channels(
                                       f"whole with a rule in the prune stage: {{match: '{name}', skip: true}}")
         raise CompressorError(f"prune: the pruned model no longer runs ({forward_fails(original, model, example)}); "
                               "keep groups whole with skip rules in the prune stage, or drop the stage")
-    return {"groups": record}
+    return {"removed_blocks": list(removed_blocks), "groups": record}
+
+
+def _same_group(name: str, graph: PrunableGraph) -> str | None:
+    """The group a name found on the whole model has once blocks are removed: the same name, or the group that
+    now holds the layer it was named after (its first member may have been inside a removed block)."""
+    if name in graph.groups:
+        return name
+    return next((other for other, group in graph.groups.items() if name in group.layers), None)
 
 
 def _instance_norm_widths(model: nn.Module) -> list:
@@ -191,6 +208,9 @@ def forward_fails(original: nn.Module, pruned: nn.Module, example: tuple[torch.T
 def rebuild(model: nn.Module, example: tuple[torch.Tensor, ...], record: dict[str, Any]) -> nn.Module:
     """The pruned architecture from the user's model (in place) and a release's `student.json` record; load
     `student.safetensors` into the result to get the shipped weights."""
+    from compressor.pruning.blocks import remove_blocks
+
+    remove_blocks(model, record.get("removed_blocks", []))
     graph = PrunableGraph(model, example)
     for name, entry in record["groups"].items():
         if name not in graph.groups or graph.groups[name].channels != entry["channels"]:

@@ -28,9 +28,10 @@ ROUNDS = 5  # interleaved timing rounds per probe (drift on a shared machine hit
 
 def allocate_for_latency(
     model: nn.Module, graph: PrunableGraph, table: dict[str, Any], layer_macs: dict[str, int], keep: float, ctx,
-    example: tuple, rules,
-) -> tuple[dict[str, int], dict[str, Any]]:
-    """Channels to keep per group so the measured latency fraction is at most `keep`; and what was measured."""
+    example: tuple, rules, blocks: bool = False,
+) -> tuple[tuple[dict[str, int], list[str]], dict[str, Any]]:
+    """(Channels to keep per group, blocks removed) so the measured latency fraction is at most `keep`; and
+    what was measured."""
     from compressor.runtimes import runtime_for
 
     runtime = runtime_for(ctx.config.target)
@@ -42,16 +43,16 @@ def allocate_for_latency(
         original = _runner(runtime, model, ctx, Path(scratch) / "original.onnx")
         for _ in range(PROBES):
             try:
-                counts = allocate(graph, table, layer_macs, macs_keep, multiple)
+                allocation = allocate(graph, table, layer_macs, macs_keep, multiple, blocks=blocks)
             except ConfigError as exc:  # even the smallest allocation keeps more MACs than this probe asks
                 raise ConfigError(f"prune: the latency budget {keep:.2f} needs fewer MACs than any allocation keeps (measured "
                                   f"{_tried(probes)}); raise stages.prune.latency or lower target.channel_multiple") from exc
             trial = copy.deepcopy(model)
-            prune_channels(trial, example, counts, rules)
+            prune_channels(trial, example, allocation[0], rules, allocation[1])
             fraction = _fraction(original, _runner(runtime, trial, ctx, Path(scratch) / "pruned.onnx"), ctx)
             probes.append({"macs_budget": macs_keep, "latency_fraction": fraction})
             if fraction <= keep:
-                return counts, {"latency_probes": probes, "batch": max(ctx.config.target.benchmark.batch_sizes)}
+                return allocation, {"latency_probes": probes, "batch": max(ctx.config.target.benchmark.batch_sizes)}
             macs_keep *= keep / fraction
     raise ConfigError(f"prune: the latency budget {keep:.2f} was not met in {PROBES} measured allocations ({_tried(probes)}); "
                       "raise stages.prune.latency, or give stages.prune.macs")

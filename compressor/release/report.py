@@ -271,8 +271,9 @@ def _step_notes(step: dict[str, Any]) -> str:
         notes.append(f"max relative output change {metrics['relative_change']:.1e}")
     if "macs_fraction" in metrics:  # prune
         cut = ", ".join(f"{name} {change}" for name, change in metrics["channels"].items())
+        removed = f"; blocks removed: {', '.join(metrics['removed_blocks'])}" if metrics.get("removed_blocks") else ""
         notes.append(f"MACs {metrics['macs_fraction']:.2f}x, parameters "
-                     f"{metrics['parameters_after'] / metrics['parameters_before']:.2f}x ({cut})")
+                     f"{metrics['parameters_after'] / metrics['parameters_before']:.2f}x ({cut}{removed})")
     if "what_it_buys" in metrics:  # magnitude pruning: zeros, and what they buy on this runtime
         notes.append(f"{metrics['sparsity']:.0%} of the pruned layers' weights zero ({metrics['pattern']}), weights zlib "
                      f"{_megabytes(metrics['weights_zlib_bytes_before'])} -> {_megabytes(metrics['weights_zlib_bytes_after'])}; "
@@ -306,7 +307,7 @@ def _megabytes(size: int) -> str:
 
 def _sensitivity(manifest: Manifest) -> str:
     """The sensitivity table a stage measured (sensitivity, or prune with a budget): tables, reading, heatmap."""
-    from compressor.release.sensitivity_view import channel_rows, markdown, precision_rows, reading
+    from compressor.release.sensitivity_view import block_rows, channel_rows, markdown, precision_rows, reading
 
     step = next((s for s in manifest.get("stages", []) if "sensitivity" in s.get("metrics", {})), None)
     if step is None:
@@ -318,6 +319,8 @@ def _sensitivity(manifest: Manifest) -> str:
         f"on {settings['samples']} prior samples; lower = more sensitive. {reading(table)}",
         markdown(*channel_rows(table)),
     ]
+    if table.get("blocks"):
+        parts.append(markdown(*block_rows(table)))
     if table["precision"] and settings["precisions"]:
         parts.append(markdown(*precision_rows(table)))
     parts.append(f"![sensitivity heatmap]({step['metrics']['heatmap']})")

@@ -23,7 +23,7 @@ def write_heatmap(table: dict[str, Any], path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    panels = [panel for panel in (_channel_panel(table), _precision_panel(table)) if panel["rows"]]
+    panels = [panel for panel in (_channel_panel(table), _block_panel(table), _precision_panel(table)) if panel["rows"]]
     heights = [max(len(panel["rows"]), 1) for panel in panels]
     figure = Figure(figsize=(2.2 + 1.3 * max(len(p["columns"]) for p in panels), 1.2 + 0.38 * sum(heights) + 0.8 * len(panels)),
                     layout="constrained")
@@ -68,6 +68,13 @@ def _channel_panel(table: dict[str, Any]) -> dict[str, Any]:
     return {"title": "channels cut", "columns": [f"cut {r:g}" for r in ratios], "rows": rows, "values": values, "labels": labels}
 
 
+def _block_panel(table: dict[str, Any]) -> dict[str, Any]:
+    blocks = table.get("blocks", {})
+    return {"title": "block removed", "columns": ["removed"], "rows": list(blocks),
+            "values": [[row["psnr_db"]] for row in blocks.values()],
+            "labels": [[f"{row['psnr_db']:.0f} dB\nMACs {row['macs_fraction']:.2f}x"] for row in blocks.values()]}
+
+
 def _precision_panel(table: dict[str, Any]) -> dict[str, Any]:
     precisions = table["settings"]["precisions"]
     rows = list(table["precision"]) if precisions else []
@@ -103,6 +110,12 @@ def channel_rows(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return ["group", "channels", *(f"cut {r:g}: PSNR (kept, MACs)" for r in ratios)], rows
 
 
+def block_rows(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: each whole block, with the PSNR and MACs kept when only it is removed."""
+    rows = [[name, f"{row['psnr_db']:.1f} dB", f"{row['macs_fraction']:.2f}x"] for name, row in table.get("blocks", {}).items()]
+    return ["block", "removed: PSNR", "MACs kept"], rows
+
+
 def precision_rows(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows: layer, then the PSNR when only it is rounded to each precision."""
     precisions = table["settings"]["precisions"]
@@ -124,6 +137,11 @@ def reading(table: dict[str, Any]) -> str:
         safest, worst = max(cut, key=cut.get), min(cut, key=cut.get)
         parts.append(f"cutting {float(middle):.0%} of the channels hurts least in `{safest}` ({cut[safest]:.1f} dB) and most "
                      f"in `{worst}` ({cut[worst]:.1f} dB)")
+    blocks = table.get("blocks", {})
+    if blocks:
+        cheapest = max(blocks, key=lambda name: blocks[name]["psnr_db"])
+        parts.append(f"removing `{cheapest}` alone costs least of the {len(blocks)} whole blocks "
+                     f"({blocks[cheapest]['psnr_db']:.1f} dB)")
     rounded = {(layer, p): row["psnr_db"] for layer, by in table["precision"].items() for p, row in by.items()}
     if rounded:
         layer, precision = min(rounded, key=rounded.get)

@@ -42,6 +42,8 @@ class PruneConfig(StageConfig):
                                      "keep, allocated like macs.")
     latency: float | None = Field(None, gt=0, lt=1, description="Budget: fraction of the model's latency to keep, "
                                   "measured on the target's runtime (fp32 exports, its largest batch).")
+    blocks: bool = Field(True, description="With a budget: also remove whole blocks (a residual block passes its input "
+                         "through) where the sensitivity table says that costs least.")
     ratios: list[float] = Field(DEFAULT_RATIOS, description="Ratios the sensitivity table measures (macs budget).")
     samples: int = Field(DEFAULT_SAMPLES, ge=8, description="Prior samples the sensitivity table is measured on (macs budget).")
     rules: list[LayerRule] = Field(default_factory=list, description="`skip: true` keeps a layer's group whole; last match wins.")
@@ -67,8 +69,8 @@ class PruneConfig(StageConfig):
         graph = PrunableGraph(model, example, self.rules)  # reads the graph only; prune_channels cuts
         if not graph.groups:
             raise ConfigError(f"prune: no channel group can be cut in this model ({graph.skipped}); drop the prune stage")
-        counts, table, measured = self._counts(model, graph, before, ctx, example)
-        record = prune_channels(model, example, counts, self.rules)
+        (counts, removed), table, measured = self._counts(model, graph, before, ctx, example)
+        record = prune_channels(model, example, counts, self.rules, removed)
         after = summarize(model, ctx.card)
         not_prunable = table["not_prunable"] if table else graph.skipped
         state = {"architecture": record, "not_prunable": not_prunable, "channel_multiple": multiple}
@@ -77,16 +79,17 @@ class PruneConfig(StageConfig):
             "macs_fraction": after["macs_per_sample"] / before["macs_per_sample"],
             "parameters_before": before["parameters"], "parameters_after": after["parameters"],
             "channels": {name: f"{entry['channels']} -> {len(entry['kept'])}" for name, entry in record["groups"].items()},
+            "removed_blocks": record["removed_blocks"],
             **(record_table(table, ctx) if table else {}), **measured,
         }
         return StageResult(model=model, state=state, metrics=metrics)
 
-    def _counts(self, model, graph, summary, ctx, example) -> tuple[dict[str, int], dict | None, dict]:
-        """Channels each group keeps, the sensitivity table they were allocated from (None for a ratio), and
-        what a latency budget measured."""
+    def _counts(self, model, graph, summary, ctx, example) -> tuple[tuple[dict[str, int], list[str]], dict | None, dict]:
+        """(Channels each group keeps, blocks removed), the sensitivity table they were allocated from (None for
+        a ratio), and what a latency budget measured."""
         multiple = ctx.config.target.channel_multiple
         if self.ratio is not None:
-            return {name: group.kept_count(self.ratio, multiple) for name, group in graph.groups.items()}, None, {}
+            return ({name: group.kept_count(self.ratio, multiple) for name, group in graph.groups.items()}, []), None, {}
         from compressor.pruning.allocate import allocate
         from compressor.sensitivity import analyse
 
@@ -96,12 +99,13 @@ class PruneConfig(StageConfig):
             from compressor.pruning.latency import allocate_for_latency
 
             layer_macs = {row["name"]: row["macs"] for row in summary["layers"] if row["macs"]}
-            counts, measured = allocate_for_latency(model, graph, table, layer_macs, self.latency, ctx, example, self.rules)
-            return counts, table, measured
+            allocation, measured = allocate_for_latency(model, graph, table, layer_macs, self.latency, ctx, example,
+                                                        self.rules, self.blocks)
+            return allocation, table, measured
         budget, keep = ("macs", self.macs) if self.macs is not None else ("parameters", self.parameters)
         column = {"macs": "macs", "parameters": "params"}[budget]  # the summary's per-layer columns
         layer_costs = {row["name"]: row[column] for row in summary["layers"] if row[column]}
-        return allocate(graph, table, layer_costs, keep, multiple, budget), table, {}
+        return allocate(graph, table, layer_costs, keep, multiple, budget, self.blocks), table, {}
 
 
 def check_prunable(model) -> None:

@@ -130,7 +130,8 @@ def test_the_allocation_meets_a_macs_budget_from_the_sensitivity_table():
     summary = summarize(model, card)
     layer_macs = {row["name"]: row["macs"] for row in summary["layers"] if row["macs"]}
     graph = PrunableGraph(model, example)
-    counts = allocate(graph, table, layer_macs, 0.4, 16)
+    counts, removed = allocate(graph, table, layer_macs, 0.4, 16)
+    assert removed == []  # blocks=False
     prune_channels(model, example, counts)
     assert summarize(model, card)["macs_per_sample"] <= 0.4 * summary["macs_per_sample"]
     with pytest.raises(ConfigError, match=r"no allocation keeps only 1% of the MACs.*raise stages.prune.macs to at least"):
@@ -152,7 +153,7 @@ def test_the_allocation_meets_a_parameters_budget_too():
     table = analyse(model, card, resolve("cpu").target, ratios=[0.25, 0.5, 0.75], samples=16, seed=0)
     summary = summarize(model, card)
     layer_params = {row["name"]: row["params"] for row in summary["layers"] if row["params"]}
-    counts = allocate(PrunableGraph(model, example), table, layer_params, 0.5, 16, "parameters")
+    counts, _ = allocate(PrunableGraph(model, example), table, layer_params, 0.5, 16, "parameters")
     prune_channels(model, example, counts)
     assert summarize(model, card)["parameters"] <= 0.5 * summary["parameters"]
     with pytest.raises(ConfigError, match=r"keeps only 1% of the parameters.*raise stages.prune.parameters to at least"):
@@ -166,3 +167,31 @@ def test_prune_must_come_before_the_rewrites():
         Profile(name="p", stages=[{"kind": "rewrite"}, {"kind": "prune", "ratio": 0.5}])
     with pytest.raises(ValidationError, match=r"\['sensitivity'\] must come before the rewrite stage"):
         Profile(name="p", stages=[{"kind": "rewrite"}, {"kind": "sensitivity"}])
+
+
+def test_a_block_that_barely_matters_is_removed_whole_and_the_record_rebuilds_it():
+    from compressor.config import resolve
+    from compressor.modelcard import ModelCard
+    from compressor.pruning.allocate import allocate
+    from compressor.sensitivity import analyse
+    from compressor.summary import summarize
+    from compressor.testing.models import ResnetGenerator, card_dict, randomized
+
+    model = randomized(ResnetGenerator(width=16, blocks=2)).eval()
+    with torch.no_grad():
+        model.model[8].conv_block[5].weight.mul_(1e-3)  # the second residual block now adds almost nothing
+    card = ModelCard.model_validate(card_dict("resnet", 3) | {"inputs": {"image": {"shape": [3, 32, 32], "prior": "normal"}},
+                                                               "outputs": {"translated": {"shape": [3, 32, 32], "range": [-1, 1]}}})
+    example = (torch.randn(2, 3, 32, 32),)
+    table = analyse(model, card, resolve("cpu").target, ratios=[0.5], samples=16, seed=0)
+    assert set(table["blocks"]) == {"model.7", "model.8"}  # the residual blocks, not the conv_block inside each
+    assert table["blocks"]["model.8"]["psnr_db"] > table["blocks"]["model.7"]["psnr_db"] + 15
+    summary = summarize(model, card)
+    layer_macs = {row["name"]: row["macs"] for row in summary["layers"] if row["macs"]}
+    counts, removed = allocate(PrunableGraph(model, example), table, layer_macs, 0.8, 16, blocks=True)
+    assert removed == ["model.8"]
+    original = copy.deepcopy(model)
+    record = prune_channels(model, example, counts, removed_blocks=removed)
+    assert summarize(model, card)["macs_per_sample"] <= 0.8 * summary["macs_per_sample"]
+    rebuilt = rebuild(copy.deepcopy(original), example, record)
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
