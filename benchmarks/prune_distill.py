@@ -16,6 +16,7 @@ laptop-class CPU, so only the smallest rows carry it. The run writes JSON, a Mar
 (batch-16 latency vs FD-surrogate delta) and records the CPU flags.
 
     python benchmarks/prune_distill.py [--steps 1000] [--samples 512] [--runs 100] [--out benchmarks/results]
+    python benchmarks/prune_distill.py --models digits-vae --merge benchmarks/results/prune_distill.json  # add a model
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import copy
 import json
 import platform
 import tempfile
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -58,25 +60,34 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=512, help="latents for PSNR, SSIM and FD-surrogate")
     parser.add_argument("--runs", type=int, default=100, help="timed runs per variant and batch size")
     parser.add_argument("--smallest", nargs="*", default=[], help="extra --set overrides of the smallest profile (tests)")
-    parser.add_argument("--models", nargs="+", default=DEMOS, choices=DEMOS)
+    parser.add_argument("--models", nargs="*", default=DEMOS, choices=DEMOS, help="demos to measure (none: only --merge)")
+    parser.add_argument("--merge", nargs="+", type=Path, default=[],
+                        help="earlier results JSON: their models are kept unless this run measures them again")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     target = resolve("cpu").target
-    results = {
-        "machine": platform.processor() or platform.machine(), "cpu_flags": sorted(cpu_flags()),
-        "threads": target.benchmark.threads, "settings": {"distill_steps": args.steps, "samples": args.samples,
-                                                          "runs": args.runs, "smallest_sets": args.smallest},
-        "models": {},
-    }
+    # Each model carries the facts of the run that measured it: its rows compare with each other, not across runs.
+    run = {"machine": platform.processor() or platform.machine(), "cpu_flags": sorted(cpu_flags()),
+           "threads": target.benchmark.threads, "date": date.today().isoformat(),
+           "settings": {"distill_steps": args.steps, "samples": args.samples, "runs": args.runs, "smallest_sets": args.smallest}}
+    results: dict = {"models": {}}
+    for earlier in args.merge:
+        results["models"].update(_models_of(json.loads(earlier.read_text())))
     with tempfile.TemporaryDirectory() as scratch:
         for demo in args.models:
-            results["models"][demo] = measure_demo(demo, Path(scratch) / demo, args)
+            results["models"][demo] = {**run, **measure_demo(demo, Path(scratch) / demo, args)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "prune_distill.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown_table(results)
     (args.out / "prune_distill.md").write_text(table)
     pareto_plot(results, args.out / "prune_distill.png")
     print(table)
+
+
+def _models_of(results: dict) -> dict:
+    """The models of a results file, each with its run's facts (files that kept them once, at the top, included)."""
+    shared = {key: results[key] for key in ("machine", "cpu_flags", "threads", "date", "settings") if key in results}
+    return {demo: {**shared, **entry} for demo, entry in results["models"].items()}
 
 
 def measure_demo(demo: str, work: Path, args) -> dict:
@@ -207,9 +218,13 @@ def _release_quality(result) -> dict:
 
 def markdown_table(results: dict) -> str:
     lines = [
-        f"CPU flags: {', '.join(results['cpu_flags']) or 'none found'}. Threads: {results['threads']}. "
-        f"Ratio sweep distilled {results['settings']['distill_steps']} steps; PSNR, SSIM and FD-surrogate delta vs "
-        f"the original on {results['settings']['samples']} latents; latency: median ms over interleaved rounds.",
+        f"- {demo}: one run{' on ' + entry['date'] if 'date' in entry else ''}, CPU flags "
+        f"{', '.join(entry['cpu_flags']) or 'none found'}, {entry['threads']} threads; the ratio sweep distilled "
+        f"{entry['settings']['distill_steps']} steps; PSNR, SSIM and FD-surrogate delta vs the original on "
+        f"{entry['settings']['samples']} latents; latency: median ms over interleaved rounds of that run's variants."
+        for demo, entry in results["models"].items()
+    ]
+    lines += [
         "",
         "| model | variant | MACs x | params x | size MB | b1 ms | b16 ms | b16 x fp32 | PSNR dB | SSIM | FD-surr. delta |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
