@@ -205,6 +205,8 @@ def sensitivity(
     ratios: Annotated[str, typer.Option(help="Fractions of each group's channels cut, comma-separated.")] = "0.25,0.5,0.75",
     samples: Annotated[int, typer.Option(min=8, help="Prior samples each setting is scored on.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed of the prior samples.")] = 0,
+    fid: Annotated[bool, typer.Option("--fid", help="Also score every setting with FID (Inception: about 1 s per image).")] = False,
+    fid_weights: FidWeights = None,
     arch: Arch = None,
     card: Card = None,
     trust_pickle: TrustPickle = False,
@@ -216,17 +218,19 @@ def sensitivity(
     from compressor.errors import UsageError
     from compressor.release.sensitivity_view import block_rows, channel_rows, precision_rows, reading, write_outputs
     from compressor.sensitivity import analyse
-    from compressor.stages.sensitivity import check_ratios
+    from compressor.stages.sensitivity import check_ratios, inception
 
     try:
         fractions = check_ratios([float(text) for text in ratios.split(",")], "--ratios")
     except ValueError as exc:
         raise UsageError(f"--ratios '{ratios}': {exc}; e.g. --ratios 0.25,0.5,0.75") from None
     resolved = load_target(target)
+    extractor = inception(str(fid_weights) if fid_weights else None) if fid or fid_weights else None
     loaded = load_checkpoint(checkpoint, arch=arch, card=card, trust_pickle=trust_pickle)
     steps = Steps(_progress())
     table = steps.run("sensitivity", lambda: analyse(
         loaded.model, loaded.card, resolved, ratios=fractions, samples=samples, seed=seed, progress=steps.progress("sensitivity"),
+        fid=extractor,
     ))
     for header, rows in (channel_rows(table), block_rows(table), precision_rows(table)):
         if rows:

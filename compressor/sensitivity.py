@@ -3,8 +3,10 @@
 For every prunable channel group (compressor/pruning/channels.py) and each ratio, only that group is cut
 (its weakest channels by magnitude); every whole block (compressor/pruning/blocks.py) is removed alone; for
 every conv/linear layer and each precision the target runs below fp32, only that layer is rounded to it. Each setting is scored on seeded prior samples against the
-unchanged model's outputs, computed once: PSNR and the FD-surrogate. The cost is one forward pass over the
-samples per layer x setting. Results are cached by a hash of the model's weights and the settings, so a
+unchanged model's outputs, computed once: PSNR and the FD-surrogate, and FID when asked (an Inception
+extractor passed in: about a second per image on a laptop-class CPU, so it multiplies the cost; on the few
+samples a table uses it ranks settings on the same latents and is not comparable with published FIDs). The
+cost is one forward pass over the samples per layer x setting. Results are cached by a hash of the model's weights and the settings, so a
 second run (or the prune stage allocating ratios from the table) is instant.
 
 The quantization column is simulated in torch: weights rounded per output channel (symmetric, the target's
@@ -34,28 +36,31 @@ from compressor.seeds import SENSITIVITY_SEED_OFFSET
 
 if TYPE_CHECKING:
     from compressor.config import Target
+    from compressor.evaluate.features import FeatureExtractor
     from compressor.layer_rules import LayerRule
     from compressor.modelcard import ModelCard
 
-CACHE_VERSION = 3  # 2: groups whose cut breaks the forward pass are not prunable; 3: whole blocks removed
+CACHE_VERSION = 4  # 2: groups whose cut breaks the forward pass are not prunable; 3: whole blocks removed; 4: FID
 _QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
 
 
 def analyse(
     model: nn.Module, card: ModelCard, target: Target, *, ratios: list[float], samples: int, seed: int,
-    rules: list[LayerRule] = (), progress: Callable[[str], None] | None = None,
+    rules: list[LayerRule] = (), progress: Callable[[str], None] | None = None, fid: FeatureExtractor | None = None,
 ) -> dict[str, Any]:
-    """The sensitivity table of `model` (cached): {"channels": {group: {...}}, "precision": {layer: {...}}, ...}."""
+    """The sensitivity table of `model` (cached): {"channels": {group: {...}}, "precision": {layer: {...}}, ...};
+    with `fid` (Inception features) every row also carries the FID of its outputs against the unchanged model's."""
     settings = {
         "version": CACHE_VERSION, "ratios": sorted(ratios), "samples": samples, "seed": seed,
         "multiple": target.channel_multiple, "precisions": _quantized_precisions(target),
         "weight_bits": target.quantization.weight_bits, "activations": target.quantization.activations,
         "rules": [rule.model_dump(mode="json") for rule in rules], "card": card.model_dump(mode="json"),
+        "fid": fid.sha256 if fid is not None else None,
     }
     path = cache_dir("sensitivity") / f"{_model_hash(model, settings)}.json"
     if path.is_file():
         return {**json.loads(path.read_text()), "cached": True}
-    table = _measure(model, card, target, settings, rules, progress or (lambda detail: None))
+    table = _measure(model, card, target, settings, rules, progress or (lambda detail: None), fid)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(table))
@@ -63,9 +68,9 @@ def analyse(
     return {**table, "cached": False}
 
 
-def _measure(model: nn.Module, card: ModelCard, target: Target, settings: dict, rules, progress) -> dict[str, Any]:
+def _measure(model: nn.Module, card: ModelCard, target: Target, settings: dict, rules, progress, fid) -> dict[str, Any]:
     from compressor.evaluate.fd_surrogate import RandomConvFeatures
-    from compressor.evaluate.frechet import frechet_distance
+    from compressor.evaluate.frechet import frechet_distance_of_features
     from compressor.pruning.blocks import removable_blocks, remove_blocks
     from compressor.pruning.channels import PrunableGraph, forward_fails
     from compressor.summary import summarize
@@ -78,7 +83,11 @@ def _measure(model: nn.Module, card: ModelCard, target: Target, settings: dict, 
     value_range = data_range_of(card.output_range, reference)
     features = RandomConvFeatures() if _images(card, reference) else None
     unit_range = card.output_range or (float(reference.min()), float(reference.max()))
-    reference_stats = _stats(features, reference, unit_range) if features is not None else None  # once, not per setting
+    reference_features = _features(features, reference, unit_range) if features is not None else None  # once, not per setting
+    if fid is not None and features is None:
+        raise CompressorError(f"FID needs image outputs; this model's first output has shape {list(reference.shape[1:])}: "
+                              "drop --fid (PSNR and the FD-surrogate still rank the layers)")
+    reference_fid = _features(fid, reference, unit_range) if fid is not None else None
     base_macs = summarize(model, card)["macs_per_sample"]
     try:
         found = PrunableGraph(copy.deepcopy(model), example, rules)
@@ -97,7 +106,9 @@ def _measure(model: nn.Module, card: ModelCard, target: Target, settings: dict, 
         progress(f"{done}/{total}, about {elapsed / done * (total - done):.0f} s left")
         row = {"psnr_db": psnr(reference, outputs, value_range)}
         if features is not None:
-            row["fd_surrogate"] = frechet_distance(reference_stats, _stats(features, outputs, unit_range))
+            row["fd_surrogate"] = frechet_distance_of_features(reference_features, _features(features, outputs, unit_range))
+        if fid is not None:
+            row["fid"] = frechet_distance_of_features(reference_fid, _features(fid, outputs, unit_range))
         return row
 
     channels = {}
@@ -147,13 +158,12 @@ def _images(card: ModelCard, outputs: np.ndarray) -> bool:
     return is_image_batch(outputs.shape) and (first is None or first.image is not False)
 
 
-def _stats(features, images: np.ndarray, value_range: tuple[float, float]):
-    """FD-surrogate feature statistics of a batch of outputs."""
+def _features(extractor, images: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
+    """Features (FD-surrogate or Inception) of a batch of outputs."""
     from compressor.evaluate.features import extract
-    from compressor.evaluate.frechet import stats_of
     from compressor.evaluate.images import to_unit_rgb
 
-    return stats_of(extract(features, to_unit_rgb(images, value_range)), features.name, features.sha256, warn=False)
+    return extract(extractor, to_unit_rgb(images, value_range))
 
 
 def _quantized_outputs(model: nn.Module, layer: str, precision: str, target: Target, inputs) -> np.ndarray:

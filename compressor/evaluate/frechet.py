@@ -96,6 +96,20 @@ def frechet_distance(first: FeatureStats, second: FeatureStats) -> float:
     return float(diff @ diff + np.trace(first.sigma) + np.trace(second.sigma) - 2 * trace_sqrt)
 
 
+def frechet_distance_of_features(first: np.ndarray, second: np.ndarray) -> float:
+    """`frechet_distance` of the statistics of two [N, D] feature arrays, exact, without a D x D matrix: with
+    S1 = A A^T and S2 = B B^T (A, B: centred features / sqrt(N - 1)), S1 S2 has the nonzero eigenvalues of
+    (B^T A)^T (B^T A), so tr(sqrt(S1 S2)) is the sum of B^T A's singular values, an N1 x N2 matrix. On the few
+    samples a sensitivity table scores (tens, with 2048-d Inception features) that is milliseconds where two
+    2048 x 2048 eigendecompositions take seconds per setting."""
+    first, second = np.asarray(first, np.float64), np.asarray(second, np.float64)
+    a = (first - first.mean(0)).T / np.sqrt(len(first) - 1)
+    b = (second - second.mean(0)).T / np.sqrt(len(second) - 1)
+    diff = first.mean(0) - second.mean(0)
+    nuclear = float(np.linalg.svd(b.T @ a, compute_uv=False).sum())
+    return float(diff @ diff + (a * a).sum() + (b * b).sum() - 2 * nuclear)
+
+
 def check_same_extractor(first: FeatureStats, second: FeatureStats) -> None:
     if first.extractor_sha256 != second.extractor_sha256:
         raise StatsError(

@@ -2,6 +2,7 @@
 terminal, a one-line reading of them, and a heatmap PNG read at a glance: one row per channel group (cut at
 each ratio) and per quantizable layer (rounded to each precision), one column per setting, each cell coloured
 by the output's PSNR vs the unchanged model (red: the output breaks; green: barely moves) and labelled with it.
+A table measured with FID shows it beside the PSNR in the tables; the heatmap stays PSNR.
 
 Drawn with matplotlib's object API on the Agg canvas (no pyplot: no global figure state, no display needed).
 """
@@ -105,22 +106,28 @@ def channel_rows(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         for ratio in ratios:
             cell = group["settings"][str(ratio)]
             cells.append("not cut (rounding)" if cell["kept"] == group["channels"] else
-                         f"{cell['psnr_db']:.1f} dB ({cell['kept']}, {cell['macs_fraction']:.2f}x)")
+                         f"{cell['psnr_db']:.1f} dB ({cell['kept']}, {cell['macs_fraction']:.2f}x){_fid(cell)}")
         rows.append([name, str(group["channels"]), *cells])
     return ["group", "channels", *(f"cut {r:g}: PSNR (kept, MACs)" for r in ratios)], rows
 
 
 def block_rows(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows: each whole block, with the PSNR and MACs kept when only it is removed."""
-    rows = [[name, f"{row['psnr_db']:.1f} dB", f"{row['macs_fraction']:.2f}x"] for name, row in table.get("blocks", {}).items()]
+    rows = [[name, f"{row['psnr_db']:.1f} dB{_fid(row)}", f"{row['macs_fraction']:.2f}x"] for name, row in table.get("blocks", {}).items()]
     return ["block", "removed: PSNR", "MACs kept"], rows
 
 
 def precision_rows(table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows: layer, then the PSNR when only it is rounded to each precision."""
     precisions = table["settings"]["precisions"]
-    rows = [[layer, *(f"{table['precision'][layer][p]['psnr_db']:.1f} dB" for p in precisions)] for layer in table["precision"]]
+    rows = [[layer, *(f"{table['precision'][layer][p]['psnr_db']:.1f} dB{_fid(table['precision'][layer][p])}" for p in precisions)]
+            for layer in table["precision"]]
     return ["layer", *precisions], rows if precisions else []
+
+
+def _fid(cell: dict[str, Any]) -> str:
+    """', FID 1.23' for a setting scored with FID (the table was asked for it), else nothing."""
+    return f", FID {cell['fid']:.2f}" if "fid" in cell else ""
 
 
 def reading(table: dict[str, Any]) -> str:

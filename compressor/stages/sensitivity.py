@@ -27,6 +27,7 @@ class SensitivityConfig(StageConfig):
     ratios: list[float] = Field(DEFAULT_RATIOS, description="Fractions of each group's channels cut, one at a time.")
     samples: int = Field(DEFAULT_SAMPLES, ge=8, description="Prior samples each setting is scored on.")
     rules: list[LayerRule] = Field(default_factory=list, description="`skip: true` leaves a layer's group out of the table.")
+    fid: bool = Field(False, description="Also score every setting with FID (Inception weights as for quality; slow).")
 
     @field_validator("ratios")
     @classmethod
@@ -36,8 +37,9 @@ class SensitivityConfig(StageConfig):
     def run(self, model: nn.Module, ctx) -> StageResult:
         from compressor.sensitivity import analyse
 
+        fid = inception(ctx.config.profile.quality.fid_weights) if self.fid else None
         table = analyse(model, ctx.card, ctx.config.target, ratios=self.ratios, samples=self.samples,
-                        seed=ctx.config.seed, rules=self.rules, progress=ctx.progress)
+                        seed=ctx.config.seed, rules=self.rules, progress=ctx.progress, fid=fid)
         return StageResult(model=model, metrics=record_table(table, ctx))
 
 
@@ -45,6 +47,13 @@ def check_ratios(ratios: list[float], stage: str) -> list[float]:
     if not ratios or any(not 0 < r < 1 for r in ratios):
         raise ValueError(f"{stage}: ratios {ratios} must be a non-empty list of fractions strictly between 0 and 1")
     return ratios
+
+
+def inception(weights: str | None):
+    """FID's extractor for a table that asked for FID: weights found as for quality, or the error naming the fix."""
+    from compressor.evaluate.fid import InceptionFeatures, find_weights
+
+    return InceptionFeatures(*find_weights(weights))
 
 
 def record_table(table: dict[str, Any], ctx) -> dict[str, Any]:

@@ -128,6 +128,17 @@ def test_sensitivity_prints_the_table_and_writes_json_and_heatmap(capsys, monkey
     assert rc == 0 and "measured (cached)" in out  # the second run reads the cache
 
 
+def test_sensitivity_fid_needs_weights_and_names_the_fix(capsys, monkeypatch, tmp_path, generator_folder):
+    from compressor.testing.fake_inception import write_fake_inception
+
+    args = ("sensitivity", generator_folder, "--out", tmp_path, "--ratios", "0.5", "--samples", "16")
+    rc, _, err = cli(capsys, monkeypatch, *args, "--fid")
+    assert rc == 1 and "no Inception weights for FID found; pass --fid-weights PATH" in err
+    rc, out, _ = cli(capsys, monkeypatch, *args, "--fid-weights", write_fake_inception(tmp_path / "inception.pt"))
+    table = json.loads((tmp_path / "sensitivity.json").read_text())
+    assert rc == 0 and ", FID " in out and all("fid" in row["int8"] for row in table["precision"].values())
+
+
 def test_inspect_json(capsys, monkeypatch, generator_folder):
     rc, out, _ = cli(capsys, monkeypatch, "inspect", generator_folder, "--json")
     summary = json.loads(out)

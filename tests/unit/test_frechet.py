@@ -14,6 +14,7 @@ from compressor.evaluate.frechet import (
     StatsError,
     _mmd2,
     frechet_distance,
+    frechet_distance_of_features,
     kernel_inception_distance,
     load_stats,
     stats_of,
@@ -61,6 +62,15 @@ def test_singular_covariances_give_a_finite_score_and_a_warning_that_says_how_ma
     other = _stats(_features(5, n=10, dim=24))
     score = frechet_distance(few, other)
     assert np.isfinite(score) and score > 0
+
+
+@pytest.mark.parametrize("count,dim", [(24, 300), (500, 40)])  # fewer samples than features (singular), and more
+def test_the_distance_of_features_equals_the_distance_of_their_statistics(count, dim):
+    rng = np.random.default_rng(3)
+    first, second = rng.normal(size=(count, dim)), rng.normal(0.2, 1.5, size=(count + 5, dim)) @ rng.normal(size=(dim, dim)) / 6
+    expected = frechet_distance(stats_of(first, "x", "s", warn=False), stats_of(second, "x", "s", warn=False))
+    assert frechet_distance_of_features(first, second) == pytest.approx(expected, rel=1e-7)
+    assert frechet_distance_of_features(first, first) == pytest.approx(0, abs=1e-9)
 
 
 def test_stats_from_other_extractors_are_refused():

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from compressor.config import resolve
+from compressor.evaluate.fid import InceptionFeatures
 from compressor.modelcard import ModelCard
 from compressor.release.sensitivity_view import channel_rows, precision_rows, reading, write_heatmap
 from compressor.sensitivity import analyse
+from compressor.testing.fake_inception import write_fake_inception
 from compressor.testing.models import DCGANGenerator, card_dict, randomized
 
 
@@ -48,3 +50,17 @@ def test_the_table_reads_as_rows_a_sentence_and_a_heatmap(tmp_path):
     assert "hurts least in `main." in sentence and f"most sensitive to rounding is `{worst_layer}`" in sentence
     png = write_heatmap(table, tmp_path / "heat.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000  # drawn, not an empty canvas
+
+
+def test_fid_when_asked_scores_every_setting_and_shows_beside_the_psnr(tmp_path):
+    model, target = randomized(DCGANGenerator(nz=16, ngf=32)), resolve("cpu").target
+    plain = analyse(model, _card(), target, ratios=[0.5], samples=16, seed=0)
+    table = analyse(model, _card(), target, ratios=[0.5], samples=16, seed=0,
+                    fid=InceptionFeatures(write_fake_inception(tmp_path / "inception.pt")))
+    assert not table["cached"]  # asking for FID is a different table, not the cached one without it
+    cells = [row["settings"]["0.5"] for row in table["channels"].values()] + [row["int8"] for row in table["precision"].values()]
+    assert all(cell["fid"] > 0 for cell in cells) and "fid" not in plain["channels"]["main.0"]["settings"]["0.5"]
+    assert {name: row["settings"]["0.5"]["psnr_db"] for name, row in table["channels"].items()} == {
+        name: row["settings"]["0.5"]["psnr_db"] for name, row in plain["channels"].items()}  # FID adds, changes nothing
+    assert ", FID " in channel_rows(table)[1][0][2] and ", FID " in precision_rows(table)[1][0][1]
+    assert ", FID " not in channel_rows(plain)[1][0][2]
