@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from compressor.layer_rules import LayerRule
     from compressor.modelcard import ModelCard
 
-CACHE_VERSION = 4  # 2: groups whose cut breaks the forward pass are not prunable; 3: whole blocks removed; 4: FID
+CACHE_VERSION = 4  # 2: groups whose cut breaks the forward pass are not prunable; 3: whole blocks removed; 4: FID, attention heads
 _QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
 
 

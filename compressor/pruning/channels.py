@@ -14,6 +14,14 @@ its pruning functions, and add three things it leaves to the caller:
   exactly what they did.
 - The model's outputs. A group whose channels reach an output (the image head) would change the output's
   shape; it is never pruned.
+- Attention heads. Torch-Pruning passes channels through the attention op as if it were elementwise, so the
+  q, k and v projections and the output projection's inputs form one group; cutting arbitrary channels there
+  would change each head's size, which the model's own reshapes read. Such a group is cut only in whole heads
+  (its unit is the head size), and only in a module that states its head count in an attribute (`heads`,
+  `num_heads`, ... as diffusers' Attention does), which is lowered with the cut. Before a head group is
+  offered, one head of each is removed on a copy and the output compared with the model whose output
+  projection ignores that head: attention code that reads a head count from anywhere else fails that check
+  and the group stays whole.
 
 A group is named after the first conv or linear layer that produces its channels (`inspect` names), and
 layer rules with `skip: true` on any of its layers leave it whole. `prune_channels` returns a record (each
@@ -42,6 +50,8 @@ if TYPE_CHECKING:
 _PRODUCERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
 _ROOTS = (*_PRODUCERS, nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
 _ATTENTION = re.compile(r"Attention|Softmax|Bmm")  # autograd nodes of q @ k and attention kernels
+HEAD_ATTRIBUTES = ("heads", "num_heads", "n_heads", "num_attention_heads")  # diffusers, torch/timm, GPT-style, HF
+HEAD_CHECK_TOLERANCE = 1e-4  # relative to the output's scale: float reordering only, a wrong head split is far above
 SEARCH_SECONDS = 60  # the demos' and test models' searches take well under a second
 
 
@@ -55,6 +65,8 @@ class ChannelGroup:
     unit: int = 1  # channels removed together (a GroupNorm group), so counts stay multiples of it
     root: tuple[nn.Module, Any] = field(default=None, repr=False)  # (module, pruning fn) the graph is asked with
     group_norms: list[nn.GroupNorm] = field(default_factory=list, repr=False)
+    heads: tuple[str, str] | None = None  # (attention module, its head-count attribute) for a group of whole heads
+    readers: list[str] = field(default_factory=list, repr=False)  # layers whose inputs are these channels
 
     def kept_count(self, ratio: float, multiple: int) -> int:
         """Channels kept when `ratio` of them are removed, rounded to a multiple of `multiple` and of the unit
@@ -69,7 +81,7 @@ class ChannelGroup:
 class PrunableGraph:
     """The model's dependency graph and its channel groups (the model is changed in place by `prune`)."""
 
-    def __init__(self, model: nn.Module, example: tuple[torch.Tensor, ...], rules: list[LayerRule] = ()):
+    def __init__(self, model: nn.Module, example: tuple[torch.Tensor, ...], rules: list[LayerRule] = (), check_heads: bool = True):
         import torch_pruning as tp
 
         self.model = model
@@ -86,6 +98,7 @@ class PrunableGraph:
             ) from exc
         self.groups: dict[str, ChannelGroup] = {}
         self.skipped: dict[str, str] = {}
+        heads: list[str] = []  # attention groups offered in whole heads, once checked
         with _time_limit(SEARCH_SECONDS, "prune: Torch-Pruning's search for the layers that shrink together did not "
                          f"finish in {SEARCH_SECONDS} s (it can loop on some attention reshapes); drop the prune stage for "
                          "this model"):
@@ -94,10 +107,15 @@ class PrunableGraph:
                 if found is None:
                     continue
                 reason = _unprunable(group, found, rules)
+                if reason == ATTENTION_REASON and _as_heads(found, model):
+                    reason = _unprunable(group, found, rules, heads=True)
+                    heads += [] if reason else [found.name]
                 if reason:
                     self.skipped[found.name] = reason
                 else:
                     self.groups[found.name] = found
+        if heads and check_heads:
+            self._check_heads(example, heads)
 
     def prune(self, name: str, kept: list[int]) -> None:
         """Keep only the channels `kept` (indices into the group's current channels) of group `name`."""
@@ -108,7 +126,22 @@ class PrunableGraph:
             self.graph.get_pruning_group(module, handler, removed).prune()
         for norm in found.group_norms:
             norm.num_groups = norm.num_channels // found.unit  # whole groups went; the rest keep their statistics
+        if found.heads:
+            owner, attribute = found.heads
+            setattr(self.model.get_submodule(owner), attribute, len(kept) // found.unit)
         found.channels = len(kept)
+
+    def _check_heads(self, example: tuple[torch.Tensor, ...], names: list[str]) -> None:
+        """Offer a head group only if removing a head on a copy leaves exactly what the model computes when its
+        output projection ignores that head (see the module docstring); all at once, then one by one on failure."""
+        if _heads_cut_exactly(self.model, example, [self.groups[name] for name in names]):
+            return
+        for name in names:
+            if not _heads_cut_exactly(self.model, example, [self.groups[name]]):
+                self.skipped[name] = (f"{ATTENTION_REASON}: removing a head of `{self.groups[name].heads[0]}` and lowering "
+                                      f"its `{self.groups[name].heads[1]}` changes what the other heads compute (the code "
+                                      "reads the head count from elsewhere)")
+                del self.groups[name]
 
     def importance(self, name: str) -> torch.Tensor:
         """One magnitude score per channel of group `name`: the L2 norm of every weight that goes with that
@@ -252,6 +285,64 @@ def _time_limit(seconds: float, message: str):
         signal.signal(signal.SIGALRM, previous)
 
 
+def _as_heads(found: ChannelGroup, model: nn.Module) -> bool:
+    """Make an attention group (q/k/v outputs, output projection inputs) one of whole heads, if the innermost
+    module holding all its layers states a head count that divides its channels; False if none does."""
+    owner = _common_parent(found.layers)
+    while owner is not None:
+        module = model.get_submodule(owner)
+        for attribute in HEAD_ATTRIBUTES:
+            count = getattr(module, attribute, None)
+            if isinstance(count, int) and not isinstance(count, bool) and count > 1 and found.channels % count == 0:
+                found.heads, found.unit = (owner, attribute), math.lcm(found.unit, found.channels // count)
+                return True
+        owner = owner.rpartition(".")[0] if owner else None
+    return False
+
+
+def _common_parent(layers: list[str]) -> str:
+    parts = [layer.split(".")[:-1] for layer in layers]
+    common = []
+    for level in zip(*parts):
+        if len(set(level)) > 1:
+            break
+        common.append(level[0])
+    return ".".join(common)
+
+
+def _heads_cut_exactly(model: nn.Module, example: tuple[torch.Tensor, ...], groups: list[ChannelGroup]) -> bool:
+    """Whether removing each group's last head gives the output of the model whose output projections read
+    zeros for that head's channels."""
+    import copy
+
+    from compressor.modelcard import as_output_list
+
+    masked, cut = copy.deepcopy(model), copy.deepcopy(model)
+    graph = PrunableGraph(cut, example, check_heads=False)
+    for group in groups:
+        if group.name not in graph.groups:
+            return False
+        for reader in group.readers:
+            _zero_inputs(masked.get_submodule(reader), list(range(group.channels - group.unit, group.channels)))
+        graph.prune(group.name, list(range(group.channels - group.unit)))
+    with torch.no_grad():
+        try:
+            expected, actual = as_output_list(masked(*example)), as_output_list(cut(*example))
+        except Exception:  # the user's attention code cannot run with fewer heads
+            return False
+    return len(expected) == len(actual) and all(
+        e.shape == a.shape and float((e - a).abs().max()) <= HEAD_CHECK_TOLERANCE * max(float(e.abs().max()), 1.0)
+        for e, a in zip(expected, actual))
+
+
+def _zero_inputs(layer: nn.Module, channels: list[int]) -> None:
+    with torch.no_grad():
+        if isinstance(layer, nn.modules.conv._ConvTransposeNd):
+            layer.weight[channels] = 0
+        else:
+            layer.weight[:, channels] = 0
+
+
 def _describe(group, names: dict[nn.Module, str]) -> ChannelGroup | None:
     """The group's name, layers, channel count and coarsest root; None for a group with no named layer."""
     members = [(dep.target.module, dep.handler, len(indices)) for dep, indices in group if dep.target.module in names]
@@ -263,16 +354,21 @@ def _describe(group, names: dict[nn.Module, str]) -> ChannelGroup | None:
     module, handler, channels = min(members, key=lambda member: member[2])  # the coarsest index unit
     norms = [m for m, _, _ in members if isinstance(m, nn.GroupNorm)]
     unit = math.lcm(*(norm.num_channels // norm.num_groups for norm in norms)) if norms else 1
-    return ChannelGroup(name, layers, channels, unit, (module, handler), norms)
+    readers = [names[m] for m, handler, _ in members if isinstance(m, _PRODUCERS) and "in" in handler.__name__.split("_")]
+    return ChannelGroup(name, layers, channels, unit, (module, handler), norms, readers=readers)
 
 
-def _unprunable(group, found: ChannelGroup, rules: list[LayerRule]) -> str | None:
-    """Why the group must stay whole, or None."""
+ATTENTION_REASON = ("its channels are attention heads: only whole heads can go, and its module states no head count above 1 "
+                    f"that divides them ({', '.join(f'`{name}`' for name in HEAD_ATTRIBUTES)})")
+
+
+def _unprunable(group, found: ChannelGroup, rules: list[LayerRule], heads: bool = False) -> str | None:
+    """Why the group must stay whole, or None; `heads`: an attention group already made one of whole heads."""
     if any(not dep.target.outputs for dep, _ in group):  # a node nothing reads: the channels reach an output
         return "its channels are a model output"
-    if any(dep.target.grad_fn is not None and _ATTENTION.search(dep.target.grad_fn.name()) for dep, _ in group):
+    if not heads and any(dep.target.grad_fn is not None and _ATTENTION.search(dep.target.grad_fn.name()) for dep, _ in group):
         # q/k/v widths are head sizes: the model's own reshapes (heads, head size) would silently change meaning
-        return "its channels are attention head sizes (not pruned yet)"
+        return ATTENTION_REASON
     for layer in found.layers:
         skip, why = _rule_for(layer, rules)
         if skip:

@@ -112,6 +112,45 @@ class ShapeBranchDecoder(nn.Module):
         return torch.tanh(self.conv_out(nn.functional.silu(self.norm_out(x))))
 
 
+class AttentionDecoder(nn.Module):
+    """A latent decoder with a diffusers-style self-attention block (`heads` attribute, to_q/to_k/to_v and
+    to_out[0], the head size read from the key's width as diffusers' AttnProcessor2_0 does), then 2x nearest
+    upsampling + 3x3 conv. `literal_heads` writes the head count into the reshape instead, as some user code
+    does, so the attribute says nothing about how the heads are split."""
+
+    def __init__(self, latent_channels: int = 4, width: int = 32, heads: int = 4, literal_heads: bool = False) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(latent_channels, width, 3, padding=1)
+        self.attn = _DiffusersStyleAttention(width, heads, literal_heads)
+        self.up_conv = nn.Conv2d(width, width, 3, padding=1)
+        self.norm_out, self.conv_out = nn.GroupNorm(4, width), nn.Conv2d(width, 3, 3, padding=1)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        x = self.attn(self.conv_in(latent))
+        x = self.up_conv(nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return torch.tanh(self.conv_out(nn.functional.silu(self.norm_out(x))))
+
+
+class _DiffusersStyleAttention(nn.Module):
+    def __init__(self, width: int, heads: int, literal_heads: bool) -> None:
+        super().__init__()
+        self.heads, self.literal = heads, heads if literal_heads else None
+        self.group_norm = nn.GroupNorm(4, width)
+        self.to_q, self.to_k, self.to_v = (nn.Linear(width, width) for _ in range(3))
+        self.to_out = nn.ModuleList([nn.Linear(width, width), nn.Dropout(0.0)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        hidden = self.group_norm(x).view(batch, channels, height * width).transpose(1, 2)
+        q, k, v = self.to_q(hidden), self.to_k(hidden), self.to_v(hidden)
+        heads = self.literal or self.heads
+        head_dim = k.shape[-1] // heads
+        q, k, v = (t.view(batch, -1, heads, head_dim).transpose(1, 2) for t in (q, k, v))
+        hidden = nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, -1, heads * head_dim)
+        hidden = self.to_out[1](self.to_out[0](hidden))
+        return hidden.transpose(1, 2).reshape(batch, channels, height, width) + x
+
+
 class DCGANGenerator(nn.Module):
     """The PyTorch tutorial's DCGAN generator (64x64): latent (nz, 1, 1) -> ConvTranspose2d(4, 1, 0) then
     ConvTranspose2d(4, 2, 1) + BatchNorm + ReLU blocks -> Tanh."""

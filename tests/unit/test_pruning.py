@@ -14,17 +14,19 @@ from compressor.layer_rules import LayerRule
 from compressor.pruning.channels import PrunableGraph, prune_channels, rebuild
 from compressor.stages.prune import PruneConfig
 from compressor.testing.models import (
+    AttentionDecoder,
     DCGANGenerator,
     ResnetGenerator,
     ShapeBranchDecoder,
     TinyDecoder,
     TinyGenerator,
     UNetGenerator,
+    randomized,
 )
 
 
 def _example(model) -> tuple[torch.Tensor, ...]:
-    shapes = {DCGANGenerator: (100, 1, 1), ResnetGenerator: (3, 32, 32), UNetGenerator: (3, 32, 32),
+    shapes = {AttentionDecoder: (4, 8, 8), DCGANGenerator: (100, 1, 1), ResnetGenerator: (3, 32, 32), UNetGenerator: (3, 32, 32),
               ShapeBranchDecoder: (4, 8, 8), TinyDecoder: (4,), TinyGenerator: (8,)}
     torch.manual_seed(1)
     return (torch.randn(2, *shapes[type(model)]),)
@@ -37,7 +39,7 @@ def test_groups_of_a_dcgan_follow_the_layers_that_shrink_together():
     assert graph.skipped == {"main.12": "its channels are a model output"}
 
 
-@pytest.mark.parametrize("cls", [DCGANGenerator, ResnetGenerator, UNetGenerator, TinyDecoder])
+@pytest.mark.parametrize("cls", [DCGANGenerator, ResnetGenerator, UNetGenerator, TinyDecoder, AttentionDecoder])
 def test_pruning_every_group_keeps_the_model_running_and_rebuild_replays_it(cls):
     model = cls().eval()
     example = _example(model)
@@ -86,10 +88,28 @@ def test_a_group_whose_cut_breaks_the_forward_pass_is_named_with_the_rule_that_s
         prune_channels(model, example, {"project": 8})
 
 
-def test_attention_head_sizes_are_not_pruned():
-    model = ShapeBranchDecoder().eval()
+def test_attention_loses_whole_heads_and_the_kept_heads_compute_what_they_did():
+    model = randomized(AttentionDecoder(width=32, heads=4)).eval()  # heads of 8 channels
+    example, masked = _example(model), copy.deepcopy(model)
+    graph = PrunableGraph(model, example)
+    group = graph.groups["attn.to_q"]
+    assert (group.layers, group.unit, group.heads) == (["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0"], 8, ("attn", "heads"))
+    assert group.kept_count(0.5, 8) == 16 and group.kept_count(0.6, 16) == 16  # whole heads, in the target's multiple
+    kept = graph.keep_strongest("attn.to_q", 16)
+    assert len(kept) == 16 and all(kept[i] % 8 == 0 and kept[i:i + 8] == list(range(kept[i], kept[i] + 8)) for i in (0, 8))
+    graph.prune("attn.to_q", kept)
+    assert model.attn.heads == 2 and model.attn.to_q.out_features == model.attn.to_out[0].in_features == 16
+    with torch.no_grad():
+        masked.attn.to_out[0].weight[:, sorted(set(range(32)) - set(kept))] = 0  # what the two removed heads added
+        torch.testing.assert_close(model(*example), masked(*example))
+
+
+def test_attention_whose_code_ignores_its_heads_attribute_stays_whole():
+    model = AttentionDecoder(width=32, heads=4, literal_heads=True).eval()
     graph = PrunableGraph(model, _example(model))
-    assert graph.skipped["to_q"].startswith("its channels are attention head sizes")
+    assert "attn.to_q" not in graph.groups and "changes what the other heads compute" in graph.skipped["attn.to_q"]
+    model = ShapeBranchDecoder().eval()  # no head attribute at all
+    assert PrunableGraph(model, _example(model)).skipped["to_q"].startswith("its channels are attention heads: only whole heads")
 
 
 def test_kept_counts_are_multiples_of_the_target_and_of_the_groupnorm_unit():
