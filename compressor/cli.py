@@ -205,7 +205,7 @@ def sensitivity(
     ratios: Annotated[str, typer.Option(help="Fractions of each group's channels cut, comma-separated.")] = "0.25,0.5,0.75",
     samples: Annotated[int, typer.Option(min=8, help="Prior samples each setting is scored on.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed of the prior samples.")] = 0,
-    fid: Annotated[bool, typer.Option("--fid", help="Also score every setting with FID (Inception: about 1 s per image).")] = False,
+    fid: Annotated[bool, typer.Option("--fid", help="Also score every setting with FID (Inception: minutes, not seconds).")] = False,
     fid_weights: FidWeights = None,
     arch: Arch = None,
     card: Card = None,

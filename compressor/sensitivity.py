@@ -2,12 +2,13 @@
 
 For every prunable channel group (compressor/pruning/channels.py) and each ratio, only that group is cut
 (its weakest channels by magnitude); every whole block (compressor/pruning/blocks.py) is removed alone; for
-every conv/linear layer and each precision the target runs below fp32, only that layer is rounded to it. Each setting is scored on seeded prior samples against the
-unchanged model's outputs, computed once: PSNR and the FD-surrogate, and FID when asked (an Inception
-extractor passed in: about a second per image on a laptop-class CPU, so it multiplies the cost; on the few
-samples a table uses it ranks settings on the same latents and is not comparable with published FIDs). The
-cost is one forward pass over the samples per layer x setting. Results are cached by a hash of the model's weights and the settings, so a
-second run (or the prune stage allocating ratios from the table) is instant.
+every conv/linear layer and each precision the target runs below fp32, only that layer is rounded to it.
+Each setting is scored on seeded prior samples against the unchanged model's outputs, computed once: PSNR
+and the FD-surrogate, and FID when asked (an Inception extractor passed in: about 4 images/s on 2 cores,
+so it multiplies the cost; on the few samples a table uses it ranks settings on the same latents and is not
+comparable with published FIDs). The cost is one forward pass over the samples per layer
+x setting. Results are cached by a hash of the model's weights and the settings, so a second run (or the
+prune stage allocating ratios from the table) is instant.
 
 The quantization column is simulated in torch: weights rounded per output channel (symmetric, the target's
 weight bits), the layer's input rounded per tensor (asymmetric uint8 or symmetric int8, as the target runs
