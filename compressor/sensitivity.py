@@ -118,7 +118,7 @@ def _measure(model: nn.Module, card: ModelCard, target: Target, settings: dict, 
         for ratio in settings["ratios"]:
             kept = group.kept_count(ratio, settings["multiple"])
             pruned = copy.deepcopy(model)
-            graph = PrunableGraph(pruned, example, rules)
+            graph = PrunableGraph(pruned, example, rules, check_heads=False)  # `name` comes from the checked graph
             graph.prune(name, graph.keep_strongest(name, kept))
             failure = forward_fails(model, pruned, example)
             if failure:  # the user's code fixes a width the graph cannot see (e.g. a view to a stored channel count)

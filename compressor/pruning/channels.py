@@ -79,7 +79,9 @@ class ChannelGroup:
 
 
 class PrunableGraph:
-    """The model's dependency graph and its channel groups (the model is changed in place by `prune`)."""
+    """The model's dependency graph and its channel groups (the model is changed in place by `prune`).
+    `check_heads=False` skips the check of attention head groups (see the module docstring) where the caller
+    only prunes groups that a checked graph of the same model offered."""
 
     def __init__(self, model: nn.Module, example: tuple[torch.Tensor, ...], rules: list[LayerRule] = (), check_heads: bool = True):
         import torch_pruning as tp
@@ -181,7 +183,7 @@ def prune_channels(
 
     original = copy.deepcopy(model)
     remove_blocks(model, list(removed_blocks))
-    graph = PrunableGraph(model, example, rules)
+    graph = PrunableGraph(model, example, rules, check_heads=False)  # the counts name groups of a checked graph
     record = {}
     for old_name, count in kept_counts.items():
         name = _same_group(old_name, graph)
@@ -196,7 +198,7 @@ def prune_channels(
         for name, entry in record.items():
             alone = copy.deepcopy(original)
             remove_blocks(alone, list(removed_blocks))
-            PrunableGraph(alone, example, rules).prune(name, entry["kept"])
+            PrunableGraph(alone, example, rules, check_heads=False).prune(name, entry["kept"])
             failure = forward_fails(original, alone, example)
             if failure:
                 raise CompressorError(f"prune: cutting channel group '{name}' breaks the model ({failure}); keep it "
@@ -244,7 +246,7 @@ def rebuild(model: nn.Module, example: tuple[torch.Tensor, ...], record: dict[st
     from compressor.pruning.blocks import remove_blocks
 
     remove_blocks(model, record.get("removed_blocks", []))
-    graph = PrunableGraph(model, example)
+    graph = PrunableGraph(model, example, check_heads=False)  # the record names groups a checked graph offered
     for name, entry in record["groups"].items():
         if name not in graph.groups or graph.groups[name].channels != entry["channels"]:
             raise ConfigError(f"student.json: group {name} is not in this model as recorded; rebuild from the model it was pruned from")
