@@ -11,8 +11,8 @@
 
 Each row gets executed MACs (from the ONNX graph), parameters, file size, ORT latency at batch 1 and 16
 (2 threads, rounds that interleave the variants so drift hits all alike), PSNR, SSIM and FD-surrogate delta
-vs the original on the same seeded latents. FID (Inception on 299x299) costs about a second per image on a
-laptop-class CPU, so only the smallest rows carry it. The run writes JSON, a Markdown table and a Pareto plot
+vs the original on the same seeded latents. FID (Inception on 299x299) runs at about 4 images/s on 2
+cores, so only the smallest rows carry it. The run writes JSON, a Markdown table and a Pareto plot
 (batch-16 latency vs FD-surrogate delta) and records the CPU flags.
 
     python benchmarks/prune_distill.py [--steps 1000] [--samples 512] [--runs 100] [--out benchmarks/results]

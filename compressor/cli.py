@@ -216,16 +216,17 @@ def sensitivity(
     from compressor.checkpoint import load_checkpoint
     from compressor.config import load_target
     from compressor.errors import UsageError
+    from compressor.evaluate.reference_stats import make_extractor
     from compressor.release.sensitivity_view import block_rows, channel_rows, precision_rows, reading, write_outputs
     from compressor.sensitivity import analyse
-    from compressor.stages.sensitivity import check_ratios, inception
+    from compressor.stages.sensitivity import check_ratios
 
     try:
         fractions = check_ratios([float(text) for text in ratios.split(",")], "--ratios")
     except ValueError as exc:
         raise UsageError(f"--ratios '{ratios}': {exc}; e.g. --ratios 0.25,0.5,0.75") from None
     resolved = load_target(target)
-    extractor = inception(str(fid_weights) if fid_weights else None) if fid or fid_weights else None
+    extractor = make_extractor("inception", str(fid_weights) if fid_weights else None) if fid or fid_weights else None
     loaded = load_checkpoint(checkpoint, arch=arch, card=card, trust_pickle=trust_pickle)
     steps = Steps(_progress())
     table = steps.run("sensitivity", lambda: analyse(

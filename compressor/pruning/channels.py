@@ -111,7 +111,8 @@ class PrunableGraph:
                 reason = _unprunable(group, found, rules)
                 if reason == ATTENTION_REASON and _as_heads(found, model):
                     reason = _unprunable(group, found, rules, heads=True)
-                    heads += [] if reason else [found.name]
+                    if not reason:
+                        heads.append(found.name)
                 if reason:
                     self.skipped[found.name] = reason
                 else:
@@ -140,9 +141,10 @@ class PrunableGraph:
             return
         for name in names:
             if not _heads_cut_exactly(self.model, example, [self.groups[name]]):
-                self.skipped[name] = (f"{ATTENTION_REASON}: removing a head of `{self.groups[name].heads[0]}` and lowering "
-                                      f"its `{self.groups[name].heads[1]}` changes what the other heads compute (the code "
-                                      "reads the head count from elsewhere)")
+                owner, attribute = self.groups[name].heads
+                self.skipped[name] = (f"its channels are attention heads, and removing one of `{owner}` and lowering its "
+                                      f"`{attribute}` changes what the other heads compute (the code splits heads by "
+                                      "another number)")
                 del self.groups[name]
 
     def importance(self, name: str) -> torch.Tensor:

@@ -35,9 +35,10 @@ class SensitivityConfig(StageConfig):
         return check_ratios(ratios, "sensitivity")
 
     def run(self, model: nn.Module, ctx) -> StageResult:
+        from compressor.evaluate.reference_stats import make_extractor
         from compressor.sensitivity import analyse
 
-        fid = inception(ctx.config.profile.quality.fid_weights) if self.fid else None
+        fid = make_extractor("inception", ctx.config.profile.quality.fid_weights) if self.fid else None
         table = analyse(model, ctx.card, ctx.config.target, ratios=self.ratios, samples=self.samples,
                         seed=ctx.config.seed, rules=self.rules, progress=ctx.progress, fid=fid)
         return StageResult(model=model, metrics=record_table(table, ctx))
@@ -47,13 +48,6 @@ def check_ratios(ratios: list[float], stage: str) -> list[float]:
     if not ratios or any(not 0 < r < 1 for r in ratios):
         raise ValueError(f"{stage}: ratios {ratios} must be a non-empty list of fractions strictly between 0 and 1")
     return ratios
-
-
-def inception(weights: str | None):
-    """FID's extractor for a table that asked for FID: weights found as for quality, or the error naming the fix."""
-    from compressor.evaluate.fid import InceptionFeatures, find_weights
-
-    return InceptionFeatures(*find_weights(weights))
 
 
 def record_table(table: dict[str, Any], ctx) -> dict[str, Any]:
