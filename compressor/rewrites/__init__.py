@@ -8,6 +8,7 @@ from compressor.rewrites.convtranspose import decompose_convtranspose
 from compressor.rewrites.convtranspose_1x1 import convtranspose_1x1_to_linear
 from compressor.rewrites.fold_batchnorm import fold_batchnorm
 from compressor.rewrites.linear_channels_last import linear_channels_last
+from compressor.rewrites.linear_convtranspose import linear_to_convtranspose
 from compressor.rewrites.narrow_conv import narrow_conv_to_blocks
 from compressor.rewrites.reflection_pad import reflection_pad_to_gather
 from compressor.rewrites.upsample_conv import upsample_conv_to_phases
@@ -20,4 +21,5 @@ REWRITES = {
     "linear_channels_last": linear_channels_last,
     "narrow_conv_to_blocks": narrow_conv_to_blocks,
     "reflection_pad_to_gather": reflection_pad_to_gather,
+    "linear_to_convtranspose": linear_to_convtranspose,
 }

@@ -15,11 +15,13 @@ from compressor.rewrites import (
     convtranspose_1x1_to_linear,
     fold_batchnorm,
     linear_channels_last,
+    linear_to_convtranspose,
     narrow_conv_to_blocks,
     reflection_pad_to_gather,
 )
 from compressor.rewrites.convtranspose_1x1 import LinearConvTranspose1x1
 from compressor.rewrites.linear_channels_last import ChannelsLastLinear
+from compressor.rewrites.linear_convtranspose import ConvTransposeLinear
 from compressor.rewrites.narrow_conv import BlockedConv2d, block_factor
 from compressor.rewrites.reflection_pad import GatherReflectionPad2d
 from compressor.runtimes.onnx.export import export_onnx
@@ -175,3 +177,27 @@ def test_a_valid_conv_after_reflection_padding_is_blocked_exactly():
     assert isinstance(rewritten.get_submodule("1"), BlockedConv2d)
     y = torch.randn(3, 16, 32, 32)
     torch.testing.assert_close(rewritten(y), model(y), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("spatial_bias", [True, False], ids=["bias-varies-by-position", "bias-per-channel"])
+@pytest.mark.parametrize("model_class", [TinyGenerator, TinyDecoder])
+def test_a_projection_linear_becomes_an_exact_convtranspose_with_one_scale_per_channel(model_class, spatial_bias):
+    model = randomized(model_class())
+    if not spatial_bias:  # a bias constant over each channel's positions needs no added constant
+        with torch.no_grad():
+            channels = model.project.out_features // 16
+            model.project.bias.copy_(torch.randn(channels).repeat_interleave(16))
+    z = torch.randn(5, model.project.in_features)
+    rewritten, changed = linear_to_convtranspose(model, (z[:2],))
+    assert changed == ["project"] and isinstance(rewritten.project, ConvTransposeLinear)
+    conv = rewritten.project.conv
+    assert conv.out_channels == model.project.out_features // 16 and conv.stride == conv.kernel_size == (4, 4)
+    assert (rewritten.project.spatial_bias is not None) == spatial_bias
+    torch.testing.assert_close(rewritten(z), model(z), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(24,), (6, 4), (24, 1, 1), (2, 3, 2, 2)], ids=["2d", "3d", "1x1", "5d"])
+def test_a_linear_not_reshaped_to_a_feature_map_stays_a_linear(shape):
+    model = _LinearThen(shape).eval()
+    _, changed = linear_to_convtranspose(model, (torch.randn(2, 4),))
+    assert changed == []
