@@ -10,7 +10,6 @@ def check_all() -> dict[str, str | None]:
     from compressor.runtimes import RUNTIMES
 
     checks: dict[str, str | None] = {f"runtime {name}": runtime.unavailable_reason() for name, runtime in RUNTIMES.items()}
-    checks["runtime tflite"] = "not implemented yet in this version" + _also_missing("ai_edge_litert", "the [tflite] extra")
     checks.update(_targets())
     checks["cuda gpu"] = _cuda_reason()
     checks["extra qat (nncf)"] = None if importlib.util.find_spec("nncf") else "NNCF is not installed; pip install -e '.[qat]'"
@@ -62,10 +61,6 @@ def _vnni_reason() -> str | None:
         f"this CPU has no VNNI (flags: {', '.join(sorted(flags)) or 'none found'}): int8 artifacts with 8-bit weights "
         "(target cpu-x86-vnni) saturate here; target cpu-x86 uses 7-bit weights and is exact"
     )
-
-
-def _also_missing(module: str, what: str) -> str:
-    return "" if importlib.util.find_spec(module) else f"; {what} is not installed either"
 
 
 def _cuda_reason() -> str | None:

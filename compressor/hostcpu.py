@@ -26,3 +26,23 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
 
 def has_vnni(flags: set[str]) -> bool:
     return bool(flags & {"avx512_vnni", "avx_vnni"})
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name ("AMD EPYC", ...), or the machine type where /proc/cpuinfo has none."""
+    import platform
+
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine() or "unknown CPU"
+
+
+def cpu_description() -> str:
+    """Model name and int8 flags, e.g. "AMD EPYC, avx2 avx512_vnni": what a latency figure was measured on."""
+    flags = " ".join(sorted(cpu_flags())) or "no int8 flags found"
+    return f"{cpu_model()}, {flags}"

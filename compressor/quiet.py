@@ -23,3 +23,22 @@ def quieted(logger_names: tuple[str, ...], stderr: bool = False) -> Iterator[Non
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Point file descriptor 2 itself at /dev/null for the block: C++ libraries (the LiteRT converter and
+    interpreter, absl) write their INFO lines there directly, past Python's sys.stderr. Errors still surface:
+    they are raised as exceptions, and the CLI prints those after the block."""
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -20,8 +20,8 @@ def write_report(manifest: Manifest, path: Path) -> Path:
 
 def render(manifest: Manifest) -> str:
     sections = (
-        _title, _budgets, _input_model, _artifacts, _latency, _op_times, _device, _quality, _gallery, _sensitivity, _layer_precisions,
-        _steps, _provenance,
+        _title, _budgets, _input_model, _artifacts, _latency, _op_times, _device, _phone, _quality, _gallery, _sensitivity,
+        _layer_precisions, _ops, _steps, _provenance,
     )
     return "\n\n".join(text for text in (section(manifest) for section in sections) if text) + "\n"
 
@@ -164,20 +164,26 @@ def _parity_cell(parity: dict[str, Any] | None) -> str:
 
 
 def _latency(manifest: Manifest) -> str:
-    rows = []
+    rows, notes = [], []
     for name, artifact in manifest.get("artifacts", {}).items():
         latency = artifact.get("latency") or {}
         if "pending" in latency:
             rows.append(f"| `{name}` | pending: {latency['pending']} | | | | | |")
-        for batch, stats in latency.get("batches", {}).items():
-            rows.append(
-                f"| `{name}` | {batch} | {stats['median_ms']:.3f} | {stats['p90_ms']:.3f} | "
-                f"{stats['per_sample_ms']:.4f} | {latency.get('threads', '-')} | {stats['runs']} |"
-            )
+        timings = [(latency.get("threads", "-"), latency.get("batches", {}))]
+        timings += [(threads, batches) for threads, batches in latency.get("by_threads", {}).items()]
+        for threads, batches in timings:
+            for batch, stats in batches.items():
+                rows.append(
+                    f"| `{name}` | {batch} | {stats['median_ms']:.3f} | {stats['p90_ms']:.3f} | "
+                    f"{stats['per_sample_ms']:.4f} | {threads} | {stats['runs']} |"
+                )
+        if latency.get("note") and latency["note"] not in notes:
+            notes.append(latency["note"])
     if not rows:
         return ""
+    where = f" on {'; '.join(notes)}" if notes else ""
     header = (
-        "## Latency\n\nMeasured on this machine's runtime after warm-up runs.\n\n"
+        f"## Latency\n\nMeasured on this machine's runtime after warm-up runs{where}.\n\n"
         "| file | batch | median ms | p90 ms | ms per sample | threads | runs |\n|---|---|---|---|---|---|---|\n"
     )
     return header + "\n".join(rows)
@@ -235,6 +241,22 @@ def _device(manifest: Manifest) -> str:
     )
 
 
+def _phone(manifest: Manifest) -> str:
+    """For LiteRT releases: how to run the `.tflite` as an app does, and how to time it on a phone."""
+    from compressor.runtimes.litert_release import PHONE_BENCHMARK, RUN_EXAMPLE
+
+    if RUN_EXAMPLE not in manifest.get("release_files", []):
+        return ""
+    name = final_artifact(manifest)[0]
+    return (
+        "## On the phone\n\n"
+        f"`{name}` runs with LiteRT's interpreter (XNNPACK on the CPU, or a vendor delegate). `{RUN_EXAMPLE}` runs it "
+        "as an app does, quantizing inputs with the interpreter's scale and zero point; the latency above was "
+        f"measured on this host, and `{PHONE_BENCHMARK}` times the file on an Android phone over adb:\n\n"
+        f"```\npython {RUN_EXAMPLE}\nsh {PHONE_BENCHMARK} path/to/android_aarch64_benchmark_model\n```"
+    )
+
+
 def _layer_precisions(manifest: Manifest) -> str:
     """Every quantized layer's precision and the reason for it (default, a rule, or auto sensitivity)."""
     details = final_artifact(manifest)[1].get("details") or {}
@@ -251,6 +273,32 @@ def _layer_precisions(manifest: Manifest) -> str:
         "sensitive), measured in auto mode.\n\n| layer | precision | why | sensitivity |\n|---|---|---|---|\n"
     )
     return header + "\n".join(rows)
+
+
+def _ops(manifest: Manifest) -> str:
+    """For runtimes that report it (LiteRT): which ops of the final artifact run in int8 and which in float, whether
+    its int8 weights are per-channel symmetric, and the input/output types an app feeds and reads."""
+    name, record = final_artifact(manifest)
+    details = record.get("details") or {}
+    if "ops_by_precision" not in details:
+        return ""
+    counts = details["ops_by_precision"]
+    rows = [f"| {precision} | " + (", ".join(f"{op} x{n}" for op, n in sorted(ops.items())) or "none") + " |"
+            for precision, ops in counts.items()]
+    floats = "; ".join(f"{op['op']} (layer `{op['layer']}`)" for op in details["float_ops"]) or "none"
+    weights = details["int8_weights"]
+    other = f"; not per-channel symmetric: {', '.join(weights['other'])}" if weights["other"] else ""
+    io = "; ".join(
+        f"{key} {entry['dtype']}{entry['shape']}" + (f" scale {entry['scale']:.6g} zero point {entry['zero_point']}" if "scale" in entry else "")
+        for key, entry in details.get("io", {}).items()
+    )
+    return (
+        f"## Ops of `{name}`\n\n| runs in | ops |\n|---|---|\n" + "\n".join(rows) + "\n\n"
+        f"- Float ops: {floats}{' (layers kept float are listed under Layer precisions)' if details['float_ops'] else ''}\n"
+        f"- int8 weights: {weights['per_channel_symmetric']} per-channel symmetric (zero point 0){other}\n"
+        f"- QUANTIZE/DEQUANTIZE ops: {details.get('conversions', 0)}\n"
+        f"- Inputs and outputs: {io}"
+    )
 
 
 def _steps(manifest: Manifest) -> str:

@@ -1,7 +1,7 @@
 """The one registry of runtimes: config validation (each runtime's options schema), `compressor doctor` and the
 run's loader all read `RUNTIMES`. Adding a runtime = one module with a `Runtime` subclass, listed here.
 
-Runtime modules keep their heavy imports (onnxruntime, modelopt, tensorrt) inside functions, so importing
+Runtime modules keep their heavy imports (onnxruntime, modelopt, tensorrt, litert) inside functions, so importing
 this registry stays cheap.
 """
 
@@ -13,13 +13,14 @@ from pydantic import Field
 
 from compressor.errors import CompressorError
 from compressor.runtimes.base import Runtime
+from compressor.runtimes.litert import LiteRT
 from compressor.runtimes.onnxruntime import OnnxRuntime
 from compressor.runtimes.tensorrt import TensorRT
 
 if TYPE_CHECKING:
     from compressor.config import Target
 
-RUNTIMES: dict[str, type[Runtime]] = {runtime.name: runtime for runtime in (OnnxRuntime, TensorRT)}
+RUNTIMES: dict[str, type[Runtime]] = {runtime.name: runtime for runtime in (OnnxRuntime, TensorRT, LiteRT)}
 
 AnyRuntimeOptions = Annotated[Union[tuple(runtime.Options for runtime in RUNTIMES.values())], Field(discriminator="kind")]
 

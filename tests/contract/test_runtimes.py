@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from runtime_contract import RuntimeContract
 
+from compressor.runtimes.litert import LiteRT
 from compressor.runtimes.tensorrt import TensorRT
 
 
@@ -17,3 +18,17 @@ class TestTensorRT(RuntimeContract):
     """Exported and checked here; its numerics are simulated on ONNX Runtime CPU, its latency pending."""
 
     target = "jetson"
+
+
+@pytest.mark.skipif(LiteRT.unavailable_reason() is not None, reason="the [tflite] extra is not installed")
+class TestLiteRT(RuntimeContract):
+    """Converted by litert-torch, int8 by litert-quantizer, run and timed by ai-edge-litert with XNNPACK."""
+
+    target = "mobile"
+    unexportable_names_layer = True
+
+    @staticmethod
+    def int8_layers(baseline, final, model) -> set[str]:
+        from compressor.runtimes.litert_graph import int8_layers, read_ops
+
+        return int8_layers(read_ops(final.path, model))

@@ -1,0 +1,252 @@
+"""LiteRT (TensorFlow Lite) for phones: a fully int8 `.tflite` that an app loads with LiteRT and runs on XNNPACK,
+or hands to a vendor delegate.
+
+The path (litert_convert.py, litert_quantize.py): fold BatchNorm in torch, convert to an fp32 `.tflite` with
+litert-torch at batch 1, then quantize it to int8 with litert-quantizer, calibrated on the ptq stage's samples.
+The fp32 `.tflite` is kept as the baseline. Mixed precision works as on the other runtimes: layer rules and
+auto mode choose layers (`compressor.quantization.choose_precisions`), and litert_graph.py finds each layer's
+ops in the `.tflite` so the quantizer leaves them float.
+
+Every artifact is run here by the `ai-edge-litert` interpreter with its XNNPACK delegate, as on a phone's CPU:
+parity and quality are the phone's numerics, while latency is measured on this host's CPU and says so. The
+release carries a Python example that feeds int8 inputs with the interpreter's scale and zero point, and the
+commands that time the file on a phone with LiteRT's `benchmark_model` over adb (litert_release.py).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from compressor.errors import ConfigError
+from compressor.quantization import CalibrationPlan, as_quantized, choose_precisions, float_layers
+from compressor.runtimes.base import Artifact, Runner, Runtime, RuntimeOptions
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from compressor.config import Target
+    from compressor.modelcard import ModelCard
+    from compressor.quantization import QuantizationPlan
+
+FINAL = "model.tflite"
+BASELINE = "model.fp32.tflite"
+PRUNED_FP32 = "pruned.fp32.tflite"  # scratch: a pruned model's fp32 conversion, the quantizer's input
+_NEEDED = {"litert_torch": "litert-torch", "litert_quantizer": "litert-quantizer", "ai_edge_litert": "ai-edge-litert"}
+INSTALL_HINT = "pip install 'compressor[tflite]' (after torch: make install does both)"
+
+
+class LiteRTOptions(RuntimeOptions):
+    """The target's `runtime:` section for LiteRT."""
+
+    kind: Literal["litert"] = "litert"
+    qat_quantizer: ClassVar[str | None] = None  # qat has no LiteRT export yet: check_profile refuses it
+    io_dtype: Literal["int8", "float32"] = Field(
+        "int8", description="Type of the model's input and output tensors: int8 (the app quantizes them with the "
+        "interpreter's scale and zero point) or float32 (QUANTIZE/DEQUANTIZE ops inside the model).",
+    )
+    extra_threads: list[int] = Field(
+        [4], description="XNNPACK thread counts timed beside benchmark.threads (the headline), each capped at this "
+        "host's cores.",
+    )
+
+    @property
+    def float_precision(self) -> str:
+        return "fp32"
+
+
+class LiteRT(Runtime):
+    """LiteRT with XNNPACK: `.tflite` artifacts, int8 through litert-quantizer, run and timed by ai-edge-litert."""
+
+    name = "litert"
+    Options = LiteRTOptions
+
+    def __init__(self, target: Target) -> None:
+        super().__init__(target)
+        if target.benchmark.batch_sizes != [1]:
+            raise ConfigError(
+                f"target {target.name}: LiteRT artifacts are built for batch 1 (what a phone app runs), but "
+                f"benchmark.batch_sizes is {target.benchmark.batch_sizes}; set benchmark.batch_sizes: [1]"
+            )
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        missing = [package for module, package in _NEEDED.items() if importlib.util.find_spec(module) is None]
+        if missing:
+            return f"{', '.join(missing)} not installed; {INSTALL_HINT}"
+        return None
+
+    def check_profile(self, profile) -> None:
+        for stage in profile.stages:
+            if stage.kind == "ptq" and stage.method not in ("minmax", "percentile"):
+                raise ConfigError(
+                    f"target {self.target.name}: ptq.method {stage.method} is not available for LiteRT (minmax or "
+                    "percentile); --set stages.ptq.method=percentile"
+                )
+            if stage.kind == "qat":
+                raise ConfigError(
+                    f"target {self.target.name}: the qat stage has no LiteRT export yet; use post-training "
+                    "quantization (--profile balanced, or replace qat with ptq in your profile)"
+                )
+
+    def artifact_names(self, quantized: bool, changes_model: bool = False) -> list[str]:
+        return [BASELINE, FINAL] if quantized or changes_model else [FINAL]
+
+    def export(
+        self, model: nn.Module, card: ModelCard, plan: QuantizationPlan | None, out: Path, original: nn.Module | None = None
+    ) -> list[Artifact]:
+        from compressor.runtimes.litert_convert import convert
+
+        if original is None:
+            fp32 = convert(model, card, out / (BASELINE if plan else FINAL))
+            if plan is None:
+                return [self._artifact(fp32, "fp32", "final", model)]
+            return [self._artifact(fp32, "fp32", "baseline", model), self._quantized(fp32, model, plan, card, out / FINAL)]
+        baseline = self._artifact(convert(original, card, out / BASELINE), "fp32", "baseline", original)
+        if plan is None:
+            return [baseline, self._artifact(convert(model, card, out / FINAL), "fp32", "final", model)]
+        scratch = convert(model, card, out / PRUNED_FP32)  # the quantizer's input; not part of the release
+        try:
+            return [baseline, self._quantized(scratch, model, plan, card, out / FINAL)]
+        finally:
+            scratch.unlink(missing_ok=True)
+
+    def _artifact(self, path: Path, precision: str, role: str, model: nn.Module, details: dict | None = None) -> Artifact:
+        """An artifact whose record says which ops run in int8 and which in float, and its input/output types."""
+        from compressor.runtimes.litert_graph import describe, io_quantization, read_ops
+
+        inspected = {**describe(read_ops(path, model)), "io": io_quantization(path)}
+        return Artifact(path, "tflite", precision, role, {**(details or {}), **inspected})
+
+    def _quantized(self, fp32: Path, model: nn.Module, plan: QuantizationPlan, card: ModelCard, out: Path) -> Artifact:
+        from compressor.runtimes import litert_quantize
+        from compressor.runtimes.litert_graph import compute_layers, int8_layers, read_ops, scopes_of
+
+        if not isinstance(plan, CalibrationPlan):
+            raise ConfigError(f"target {self.target.name}: only ptq's plan can be turned into a .tflite")
+        ops = read_ops(fp32, model)
+        calibrated = litert_quantize.calibrate(fp32, _one_sample_each(plan.feeds, card), plan.method, plan.percentile)
+        float_io = self.options.io_dtype == "float32"
+
+        def quantize(kept_float: set[str], path: Path) -> Path:
+            return litert_quantize.quantize(calibrated, path, scopes_of(ops, kept_float), float_io)
+
+        described = choose_precisions(
+            plan, compute_layers(ops), self.target, self.options.float_precision, quantize,
+            probe=lambda path: self._runner(path)(plan.probe)[0], fp32=fp32, value_range=card.output_range,
+        )
+        quantize(float_layers(described), out)
+        described = as_quantized(described, int8_layers(read_ops(out, model)), self.options.float_precision)
+        precision = described.pop("precision")
+        return self._artifact(out, precision, "final", model, {**plan.describe(), **described})
+
+    def load(self, artifact: Artifact) -> Runner:
+        return self._runner(artifact.path)
+
+    def _runner(self, path: Path) -> Runner:
+        """Runs the batch-1 model once per sample, quantizing float inputs and dequantizing int8 outputs with the
+        model's own scale and zero point, as an app does."""
+        interpreter = _interpreter(path, self.target.benchmark.threads)
+        signature = interpreter.get_signature_runner()
+        inputs, outputs = signature.get_input_details(), signature.get_output_details()
+
+        def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            arrays = list(feeds.values())  # the card's order, which is the forward's: args_0, args_1, ...
+            results: list[list[np.ndarray]] = [[] for _ in outputs]
+            for i in range(len(arrays[0])):
+                named = {f"args_{k}": _to_model(array[i : i + 1], inputs[f"args_{k}"]) for k, array in enumerate(arrays)}
+                got = signature(**named)
+                for slot, (name, detail) in zip(results, sorted(outputs.items(), key=lambda item: _output_index(item[0]))):
+                    slot.append(_from_model(got[name], detail))
+            return [np.concatenate(slot) for slot in results]
+
+        return run
+
+    def benchmark(self, artifact: Artifact, card: ModelCard, seed: int) -> dict[str, Any]:
+        """Latency of one invoke at batch 1 with XNNPACK, at benchmark.threads (the headline) and extra_threads."""
+        from compressor.hostcpu import cpu_description
+
+        settings = self.target.benchmark
+        cores = len(os.sched_getaffinity(0))
+        timed = {str(settings.threads): self._time(artifact.path, card, seed, min(settings.threads, cores))}
+        for threads in self.options.extra_threads:
+            if str(min(threads, cores)) not in timed:
+                timed[str(min(threads, cores))] = self._time(artifact.path, card, seed, min(threads, cores))
+        headline = str(min(settings.threads, cores))
+        return {
+            "batches": {"1": timed[headline]},
+            "threads": int(headline),
+            "by_threads": {threads: {"1": stats} for threads, stats in timed.items() if threads != headline},
+            "delegate": "XNNPACK",
+            "note": f"this host's CPU ({cpu_description()}), not a phone: the release's benchmark_model.sh times "
+                    "the file on one",
+        }
+
+    def _time(self, path: Path, card: ModelCard, seed: int, threads: int) -> dict[str, float]:
+        """Milliseconds per invoke (inputs set once: what the app's inference call costs)."""
+        from compressor.evaluate.latency import time_callable
+        from compressor.modelcard import sample_inputs
+
+        interpreter = _interpreter(path, threads)
+        inputs = interpreter.get_signature_runner().get_input_details()
+        for k, tensor in enumerate(sample_inputs(card, 1, seed).values()):
+            detail = inputs[f"args_{k}"]
+            interpreter.set_tensor(detail["index"], _to_model(tensor.numpy(), detail))
+        settings = self.target.benchmark
+        stats = time_callable(interpreter.invoke, settings.warmup, settings.runs)
+        return {**stats, "per_sample_ms": stats["median_ms"], "threads": threads}
+
+    def release_files(self, artifacts: list[Artifact], card: ModelCard, out: Path) -> list[Path]:
+        from compressor.runtimes.litert_release import write_release_files
+
+        final = next(artifact for artifact in artifacts if artifact.role == "final")
+        return write_release_files(final, card, self.target, out)
+
+
+def _interpreter(path: Path, threads: int):
+    """An interpreter with XNNPACK (ai-edge-litert applies it by default), tensors allocated."""
+    from ai_edge_litert import interpreter as tflite
+
+    from compressor.quiet import native_stderr_silenced
+
+    with native_stderr_silenced():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+        interpreter = tflite.Interpreter(model_path=str(path), num_threads=threads)
+        interpreter.allocate_tensors()
+    return interpreter
+
+
+def _to_model(array: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """A float input as the model takes it: quantized with its scale and zero point when the model takes int8."""
+    dtype = detail["dtype"]
+    scale, zero_point = detail["quantization"]
+    if dtype in (np.int8, np.uint8, np.int16) and scale and np.issubdtype(array.dtype, np.floating):
+        info = np.iinfo(dtype)
+        return np.clip(np.round(array / scale) + zero_point, info.min, info.max).astype(dtype)
+    return array.astype(dtype, copy=False)
+
+
+def _from_model(array: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if array.dtype in (np.int8, np.uint8, np.int16) and scale:
+        return (array.astype(np.float32) - zero_point) * np.float32(scale)
+    return array
+
+
+def _output_index(name: str) -> int:
+    """litert-torch names outputs output_0, output_1, ... in the forward's order."""
+    return int(name.rsplit("_", 1)[-1]) if name.rsplit("_", 1)[-1].isdigit() else 0
+
+
+def _one_sample_each(feeds: list[dict[str, np.ndarray]], card: ModelCard) -> list[dict[str, np.ndarray]]:
+    """ptq's calibration batches as the batch-1 model's signature wants them: one sample per call, args_0, ..."""
+    samples = []
+    for feed in feeds:
+        arrays = [feed[name] for name in card.inputs]
+        for i in range(len(arrays[0])):
+            samples.append({f"args_{k}": array[i : i + 1] for k, array in enumerate(arrays)})
+    return samples

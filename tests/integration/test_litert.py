@@ -1,0 +1,131 @@
+"""LiteRT releases (`--target mobile`): a fully int8 `.tflite` of the DCGAN demo, checked and timed by the LiteRT
+interpreter with XNNPACK; float input/output on request; layer rules and auto mode mapped onto the file's ops;
+the run example and phone script in the release; every bad input refused in one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from compressor import api, doctor
+from compressor.errors import CompressorError, ConfigError
+from compressor.runtimes import litert
+from compressor.runtimes.litert import LiteRT
+
+pytestmark = pytest.mark.skipif(LiteRT.unavailable_reason() is not None, reason="the [tflite] extra is not installed")
+
+DEMO = Path(__file__).resolve().parents[2] / "examples" / "digits-dcgan"
+FAST = ("quality.samples=64", "quality.fid=off", "target.benchmark.runs=20", "target.benchmark.warmup=2")
+
+
+def _run(folder, out, *sets, target="mobile", **kwargs):
+    return api.run(api.RunConfig(checkpoint=folder, target=target, out=out, sets=FAST + sets, **kwargs))
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return _run(DEMO, tmp_path_factory.mktemp("mobile"))
+
+
+def test_the_demo_becomes_a_fully_int8_tflite_a_quarter_of_its_fp32_size(demo):
+    artifacts = demo.manifest["artifacts"]
+    final, baseline = artifacts["model.tflite"], artifacts["model.fp32.tflite"]
+    details = final["details"]
+    assert final["precision"] == "int8" and details["ops_by_precision"]["float"] == {} and details["float_ops"] == []
+    assert details["ops_by_precision"]["int8"]["TRANSPOSE_CONV"] == 4  # the rewritten projection and the three layers
+    assert details["int8_weights"] == {"per_channel_symmetric": 4, "other": []} and details["conversions"] == 0
+    assert {entry["dtype"] for entry in details["io"].values()} == {"int8"}
+    assert final["bytes"] <= 0.27 * baseline["bytes"]
+    assert final["parity"]["ok"] and final["parity"]["psnr_db"] >= 35
+    assert final["quality"]["psnr_db"] >= 35
+
+
+def test_latency_is_timed_at_batch_1_per_thread_count_and_labelled_as_this_host(demo):
+    latency = demo.manifest["artifacts"]["model.tflite"]["latency"]
+    assert list(latency["batches"]) == ["1"] and latency["threads"] == 1 and latency["delegate"] == "XNNPACK"
+    assert latency["batches"]["1"]["median_ms"] > 0 and "not a phone" in latency["note"]
+    assert demo.manifest["artifacts"]["model.tflite"]["latency_vs_fp32"]["batch"] == 1
+    report = demo.report.read_text()
+    assert "not a phone" in report and "## On the phone" in report and "## Ops of `model.tflite`" in report
+
+
+def test_the_release_carries_a_run_example_and_a_phone_benchmark_that_work(demo):
+    folder = demo.release_dir
+    files = sorted(path.name for path in folder.iterdir())
+    assert files == ["benchmark_model.sh", "gallery.png", "manifest.json", "model.fp32.tflite", "model.tflite",
+                     "report.md", "run_tflite.py"]
+    ran = subprocess.run([sys.executable, "run_tflite.py"], cwd=folder, capture_output=True, text=True, check=True)
+    assert ran.stdout.startswith("output_0 (1, 1, 32, 32)")
+    script = folder / "benchmark_model.sh"
+    subprocess.run(["sh", "-n", str(script)], check=True)
+    assert "--graph=/data/local/tmp/model.tflite" in script.read_text() and "for threads in 1 4" in script.read_text()
+
+
+def test_float_input_and_output_put_the_conversions_inside_the_model(generator_folder, tmp_path):
+    result = _run(generator_folder, tmp_path, "target.runtime.io_dtype=float32")
+    details = result.manifest["artifacts"]["model.tflite"]["details"]
+    assert {entry["dtype"] for entry in details["io"].values()} == {"float32"} and details["conversions"] == 2
+    assert details["ops_by_precision"]["float"] == {} and result.manifest["artifacts"]["model.tflite"]["parity"]["ok"]
+
+
+def test_a_rule_keeps_its_layer_float_and_the_report_names_the_float_op(generator_folder, tmp_path):
+    rules = 'stages.ptq.rules=[{"match": "blocks.5", "skip": true}]'
+    result = _run(generator_folder, tmp_path, rules)
+    final = result.manifest["artifacts"]["model.tflite"]
+    assert final["precision"] == "mixed" and final["details"]["layers"]["blocks.5"]["precision"] == "fp32"
+    assert [(op["op"], op["layer"]) for op in final["details"]["float_ops"]] == [("TRANSPOSE_CONV", "blocks.5")]
+    assert "TRANSPOSE_CONV (layer `blocks.5`)" in result.report.read_text()
+
+
+def test_auto_precision_measures_every_layer_through_the_tflite(generator_folder, tmp_path):
+    result = _run(generator_folder, tmp_path, "stages.ptq.auto_precision=true", "stages.ptq.min_psnr=57.5")
+    final = result.manifest["artifacts"]["model.tflite"]
+    details = final["details"]
+    assert set(details["sensitivity_psnr_db"]) == {"project", "blocks.2", "blocks.5"}
+    kept = {layer for layer, entry in details["layers"].items() if entry["reason"].startswith("auto: most sensitive")}
+    assert kept and {op["layer"] for op in details["float_ops"] if op["op"] == "TRANSPOSE_CONV"} <= kept
+    assert final["parity"]["psnr_db"] >= 57.5  # fully int8, this model is 57.3 dB from torch
+
+
+@pytest.mark.parametrize("sets,expected", [
+    (("target.benchmark.batch_sizes=[1, 16]",), "built for batch 1"),
+    (("stages.ptq.method=entropy",), "ptq.method entropy is not available for LiteRT"),
+])
+def test_settings_litert_cannot_honour_are_refused_before_any_work(generator_folder, tmp_path, sets, expected):
+    with pytest.raises(ConfigError, match=expected) as info:
+        _run(generator_folder, tmp_path / "out", *sets)
+    assert "\n" not in info.value.message and not (tmp_path / "out").exists()
+
+
+def test_qat_is_refused_with_the_profile_to_use(generator_folder, tmp_path):
+    with pytest.raises(ConfigError, match="qat stage has no LiteRT export yet") as info:
+        _run(generator_folder, tmp_path, profile="qat")
+    assert "--profile balanced" in info.value.message
+
+
+def test_without_the_extra_the_run_and_doctor_say_how_to_install_it(generator_folder, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "litert_torch" else real(name, *a))
+    with pytest.raises(CompressorError, match=r"litert-torch not installed; pip install 'compressor\[tflite\]'"):
+        _run(generator_folder, tmp_path)
+    checks = doctor.check_all()
+    assert "compressor[tflite]" in checks["runtime litert"] and "compressor[tflite]" in checks["target mobile-arm"]
+
+
+def test_a_quantizer_failure_is_one_line_naming_the_file_and_the_fix(generator_folder, tmp_path, monkeypatch):
+    from litert_quantizer import quantizer
+
+    def fail(self, *args, **kwargs):
+        raise ValueError("Unsupported op: FOO\nmore detail")
+
+    monkeypatch.setattr(quantizer.Quantizer, "quantize", fail)
+    with pytest.raises(CompressorError) as info:
+        _run(generator_folder, tmp_path)
+    message = info.value.message
+    assert "\n" not in message and "could not quantize it to int8: Unsupported op: FOO" in message and "skip: true" in message
+    assert litert.FINAL not in {path.name for path in tmp_path.rglob("*")}
