@@ -78,36 +78,37 @@ def measure(name: str, folder: Path, rounds: int, runs: int) -> dict:
     rewritten = _rewrite(model, MOBILE_REWRITES, example)
     decomposed = _rewrite(model, MOBILE_REWRITES + ORT_DECOMPOSITIONS, example)
     calibration = _one_sample_each([{k: v.numpy() for k, v in sample_inputs(card, 256, seed=1000).items()}], card)
-    files = {
-        "fp32": convert(model, card, folder / "fp32.tflite"),
-        "fp32 rewritten": convert(rewritten, card, folder / "fp32-rewritten.tflite"),
+    fp32 = convert(model, card, folder / "fp32.tflite")
+    fp32_rewritten = convert(rewritten, card, folder / "fp32-rewritten.tflite")
+    folded = convert(_rewrite(model, ["fold_batchnorm"], example), card, folder / "fp32-folded.tflite")
+    fp32_decomposed = convert(decomposed, card, folder / "fp32-decomposed.tflite")
+    files = {  # variant -> (file, or why it could not be made; how its tensor names spell the torch modules)
+        "fp32": (fp32.path, fp32.scopes),
+        "fp32 rewritten": (fp32_rewritten.path, fp32_rewritten.scopes),
+        "int8 release": (_ours(fp32_rewritten.path, calibration, folder / "int8.tflite"), fp32_rewritten.scopes),
+        "int8 no linear rewrite": (_ours(folded.path, calibration, folder / "int8-no-linear-rewrite.tflite"), folded.scopes),
+        "int8 ORT decompositions": (_ours(fp32_decomposed.path, calibration, folder / "int8-decomposed.tflite"),
+                                    fp32_decomposed.scopes),
+        "int8 quantizer's own calibration": (
+            _quantizer_default(fp32_rewritten.path, calibration, folder / "int8-moving-average.tflite"), fp32_rewritten.scopes),
+        "int8 PT2E": (_pt2e(_rewrite(model, ["fold_batchnorm"], example), calibration, folder / "int8-pt2e.tflite"), {}),
     }
-    files["int8 release"] = _ours(files["fp32 rewritten"], calibration, folder / "int8.tflite")
-    plain = convert(_rewrite(model, ["fold_batchnorm"], example), card, folder / "fp32-folded.tflite")
-    files["int8 no linear rewrite"] = _ours(plain, calibration, folder / "int8-no-linear-rewrite.tflite")
-    files["int8 ORT decompositions"] = _ours(convert(decomposed, card, folder / "fp32-decomposed.tflite"), calibration,
-                                             folder / "int8-decomposed.tflite")
-    files["int8 quantizer's own calibration"] = _quantizer_default(files["fp32 rewritten"], calibration,
-                                                                   folder / "int8-moving-average.tflite")
-    files["int8 PT2E"] = _pt2e(_rewrite(model, ["fold_batchnorm"], example), card, calibration, folder / "int8-pt2e.tflite")
-    sources = {"fp32": model, "fp32 rewritten": rewritten, "int8 release": rewritten, "int8 no linear rewrite": model,
-               "int8 ORT decompositions": decomposed, "int8 quantizer's own calibration": rewritten, "int8 PT2E": model}
     latents = sample_inputs(card, 256, seed=7)
     with torch.no_grad():
         reference = model(*latents.values()).numpy()
     variants = {}
-    for variant, path in files.items():
+    for variant, (path, scopes) in files.items():
         if isinstance(path, str):  # the variant could not be built: why
             variants[variant] = {"failed": path}
             continue
-        ops = describe(read_ops(path, sources[variant]))
+        ops = describe(read_ops(path, scopes))
         variants[variant] = {
             "bytes": path.stat().st_size,
             "psnr_db": round(float(psnr(reference, _outputs(path, latents), 2.0)), 2),
             "float_ops": ops["ops_by_precision"]["float"], "int8_ops": ops["ops_by_precision"]["int8"],
             "conversions": ops["conversions"],
         }
-    timed = {variant: path for variant, path in files.items() if not isinstance(path, str)}
+    timed = {variant: path for variant, (path, _) in files.items() if not isinstance(path, str)}
     for threads in THREADS:
         medians = _rounds(timed, card, threads, rounds, runs)
         for variant, values in medians.items():
@@ -143,7 +144,7 @@ def _quantizer_default(fp32: Path, calibration, out: Path) -> Path:
     return out
 
 
-def _pt2e(model, card, calibration, out: Path) -> Path | str:
+def _pt2e(model, calibration, out: Path) -> Path | str:
     """litert-torch's documented PT2E path; a string says why it failed."""
     from litert_torch.quantize import pt2e_quantizer
     from litert_torch.quantize.quant_config import QuantConfig

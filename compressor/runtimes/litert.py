@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from compressor.config import Target
     from compressor.modelcard import ModelCard
     from compressor.quantization import QuantizationPlan
+    from compressor.runtimes.litert_convert import Converted
 
 FINAL = "model.tflite"
 BASELINE = "model.fp32.tflite"
@@ -105,32 +106,34 @@ class LiteRT(Runtime):
         if original is None:
             fp32 = convert(model, card, out / (BASELINE if plan else FINAL))
             if plan is None:
-                return [self._artifact(fp32, "fp32", "final", model)]
-            return [self._artifact(fp32, "fp32", "baseline", model), self._quantized(fp32, model, plan, card, out / FINAL)]
-        baseline = self._artifact(convert(original, card, out / BASELINE), "fp32", "baseline", original)
+                return [self._artifact(fp32.path, "fp32", "final", fp32.scopes)]
+            return [self._artifact(fp32.path, "fp32", "baseline", fp32.scopes), self._quantized(fp32, plan, card, out / FINAL)]
+        baseline = convert(original, card, out / BASELINE)
+        baseline_artifact = self._artifact(baseline.path, "fp32", "baseline", baseline.scopes)
         if plan is None:
-            return [baseline, self._artifact(convert(model, card, out / FINAL), "fp32", "final", model)]
+            final = convert(model, card, out / FINAL)
+            return [baseline_artifact, self._artifact(final.path, "fp32", "final", final.scopes)]
         scratch = convert(model, card, out / PRUNED_FP32)  # the quantizer's input; not part of the release
         try:
-            return [baseline, self._quantized(scratch, model, plan, card, out / FINAL)]
+            return [baseline_artifact, self._quantized(scratch, plan, card, out / FINAL)]
         finally:
-            scratch.unlink(missing_ok=True)
+            scratch.path.unlink(missing_ok=True)
 
-    def _artifact(self, path: Path, precision: str, role: str, model: nn.Module, details: dict | None = None) -> Artifact:
+    def _artifact(self, path: Path, precision: str, role: str, scopes: dict, details: dict | None = None) -> Artifact:
         """An artifact whose record says which ops run in int8 and which in float, and its input/output types."""
         from compressor.runtimes.litert_graph import describe, io_quantization, read_ops
 
-        inspected = {**describe(read_ops(path, model)), "io": io_quantization(path)}
+        inspected = {**describe(read_ops(path, scopes)), "io": io_quantization(path)}
         return Artifact(path, "tflite", precision, role, {**(details or {}), **inspected})
 
-    def _quantized(self, fp32: Path, model: nn.Module, plan: QuantizationPlan, card: ModelCard, out: Path) -> Artifact:
+    def _quantized(self, fp32: Converted, plan: QuantizationPlan, card: ModelCard, out: Path) -> Artifact:
         from compressor.runtimes import litert_quantize
         from compressor.runtimes.litert_graph import compute_layers, int8_layers, read_ops, scopes_of
 
         if not isinstance(plan, CalibrationPlan):
             raise ConfigError(f"target {self.target.name}: only ptq's plan can be turned into a .tflite")
-        ops = read_ops(fp32, model)
-        calibrated = litert_quantize.calibrate(fp32, _one_sample_each(plan.feeds, card), plan.method, plan.percentile)
+        ops = read_ops(fp32.path, fp32.scopes)
+        calibrated = litert_quantize.calibrate(fp32.path, _one_sample_each(plan.feeds, card), plan.method, plan.percentile)
         float_io = self.options.io_dtype == "float32"
 
         def quantize(kept_float: set[str], path: Path) -> Path:
@@ -138,12 +141,12 @@ class LiteRT(Runtime):
 
         described = choose_precisions(
             plan, compute_layers(ops), self.target, self.options.float_precision, quantize,
-            probe=lambda path: self._runner(path)(plan.probe)[0], fp32=fp32, value_range=card.output_range,
+            probe=lambda path: self._runner(path)(plan.probe)[0], fp32=fp32.path, value_range=card.output_range,
         )
         quantize(float_layers(described), out)
-        described = as_quantized(described, int8_layers(read_ops(out, model)), self.options.float_precision)
+        described = as_quantized(described, int8_layers(read_ops(out, fp32.scopes)), self.options.float_precision)
         precision = described.pop("precision")
-        return self._artifact(out, precision, "final", model, {**plan.describe(), **described})
+        return self._artifact(out, precision, "final", fp32.scopes, {**plan.describe(), **described})
 
     def load(self, artifact: Artifact) -> Runner:
         return self._runner(artifact.path)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,13 +30,25 @@ if TYPE_CHECKING:
 _LOGGERS = ("", "absl", "litert_torch")
 
 
-def convert(model: nn.Module, card: ModelCard, out: Path) -> Path:
+@dataclass(frozen=True)
+class Converted:
+    """An fp32 `.tflite`, and how its tensor names spell each torch module (litert_graph.module_scopes of the
+    model actually converted: BatchNorm folded, GraphModule calls renamed), to read its ops' layers with."""
+
+    path: Path
+    scopes: dict[str, list[str]]
+
+
+def convert(model: nn.Module, card: ModelCard, out: Path) -> Converted:
     """Write the fp32 `.tflite` of `model` (BatchNorm folded) to `out`."""
     import torch
 
     from compressor.modelcard import sample_inputs
+    from compressor.runtimes.litert_graph import module_scopes, uniquely_named
 
     model = fold_batchnorm_if_traceable(model.eval())
+    scopes = module_scopes(model)
+    model = uniquely_named(model)
     example = tuple(sample_inputs(card, 1, seed=0).values())
     litert_torch = import_litert_torch()
     try:
@@ -45,7 +58,7 @@ def convert(model: nn.Module, card: ModelCard, out: Path) -> Path:
             converted.export(str(out))
     except Exception as exc:  # torch.export and the lowering raise many types (RuntimeError, AssertionError, ...)
         raise ExportError(f"{out.name}: litert-torch could not convert the model: {_where(exc, model, example)}") from exc
-    return out
+    return Converted(out, scopes)
 
 
 def fold_batchnorm_if_traceable(model: nn.Module) -> nn.Module:

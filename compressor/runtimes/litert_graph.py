@@ -13,6 +13,7 @@ layer kept in float is a list of scopes.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,14 +47,14 @@ class TfliteOp:
         return "int8" if all(kind in ("INT8", "INT16", "INT32") for kind in self.activation_types) else "float"
 
 
-def read_ops(path: Path, model: nn.Module | None = None) -> list[TfliteOp]:
-    """The ops of the `.tflite` at `path`, in execution order; with the torch `model` it was converted from,
-    each op's layer is filled in (see the module docstring)."""
+def read_ops(path: Path, scopes: dict[str, list[str]] | None = None) -> list[TfliteOp]:
+    """The ops of the `.tflite` at `path`, in execution order; with the `scopes` of the model it was converted
+    from (`module_scopes`, kept by litert_convert.Converted), each op's layer is filled in."""
     from ai_edge_litert.tools import flatbuffer_utils
 
     flat = flatbuffer_utils.read_model(str(path))
     graph = flat.subgraphs[0]
-    scopes = module_scopes(model) if model is not None else {}
+    scopes = scopes or {}
     ops = []
     for index, op in enumerate(graph.operators):
         name = flatbuffer_utils.opcode_to_name(flat, op.opcodeIndex) or "CUSTOM"
@@ -72,18 +73,72 @@ def read_ops(path: Path, model: nn.Module | None = None) -> list[TfliteOp]:
     return ops
 
 
+def uniquely_named(model: nn.Module) -> nn.Module:
+    """The model to hand litert-torch so that every module's tensors get a name no other module shares.
+
+    A torch.fx GraphModule (what the rewrite stage returns) calls nested modules by their full name
+    ('blocks.0.1') without calling their parents, and litert-torch keeps only the last part of that name
+    ('...Conv2d_1'), which every block repeats. Its calls are re-pointed at flat attributes ('blocks__0__1'),
+    which litert-torch keeps whole; `module_scopes` spells the names the same way. Other models keep their
+    hierarchy in the names and are returned as they are."""
+    import torch.fx as fx
+
+    flat = _flat_calls(model)
+    if not flat:
+        return model
+    graph = copy.deepcopy(model.graph)
+    owned: dict[str, Any] = {}
+    for node in graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if stack:  # fx recorded the old names here, and torch.export reuses them
+            node.meta["nn_module_stack"] = {key: (flat.get(path, path), kind) for key, (path, kind) in stack.items()}
+        if node.op == "call_module":
+            owned[flat.get(node.target, node.target)] = model.get_submodule(node.target)
+            node.target = flat.get(node.target, node.target)
+        elif node.op == "get_attr":
+            owned[node.target] = _attribute(model, node.target)
+    return fx.GraphModule(owned, graph, model.__class__.__name__)
+
+
 def module_scopes(model: nn.Module) -> dict[str, list[str]]:
-    """Module name -> litert-torch's level string of each module on its path, outermost first (root excluded):
-    `blocks.8` -> ['torch.nn.modules.container.Sequential_blocks', 'torch.nn.modules.conv.ConvTranspose2d_8']."""
+    """Module name -> litert-torch's level string of each module on its path, outermost first (root excluded),
+    for the model `uniquely_named` hands the converter: `blocks.8` -> ['torch.nn.modules.container.Sequential_blocks',
+    'torch.nn.modules.conv.ConvTranspose2d_8'], or for a GraphModule ['torch.nn.modules.conv.ConvTranspose2d_blocks__8']."""
+    flat = _flat_calls(model)
     names = {}
     for name, _ in model.named_modules():
         if not name:
+            continue
+        called = next((target for target in flat if name == target or name.startswith(target + ".")), None)
+        if called is not None:  # a module called by a flattened call, or nested inside one
+            inner = name[len(called) + 1 :].split(".") if name != called else []
+            names[name] = [f"{_class_name(type(model.get_submodule(called)))}_{flat[called]}"] + [
+                f"{_class_name(type(model.get_submodule('.'.join([called, *inner[: depth + 1]]))))}_{inner[depth]}"
+                for depth in range(len(inner))
+            ]
             continue
         parts = name.split(".")
         names[name] = [
             f"{_class_name(type(model.get_submodule('.'.join(parts[: depth + 1]))))}_{parts[depth]}" for depth in range(len(parts))
         ]
     return names
+
+
+def _flat_calls(model: nn.Module) -> dict[str, str]:
+    """For a GraphModule: each nested module it calls ('blocks.0.1') -> the flat name it is converted under."""
+    import torch.fx as fx
+
+    if not isinstance(model, fx.GraphModule):
+        return {}
+    targets = [node.target for node in model.graph.nodes if node.op == "call_module"]
+    flat = {target: target.replace(".", "__") for target in dict.fromkeys(targets) if "." in target}
+    names = {name for name, _ in model.named_modules()}
+    return {} if any(new in names for new in flat.values()) else flat
+
+
+def _attribute(model: nn.Module, target: str):
+    owner, _, name = target.rpartition(".")
+    return getattr(model.get_submodule(owner) if owner else model, name)
 
 
 def compute_layers(ops: list[TfliteOp]) -> list[str]:

@@ -29,6 +29,7 @@ class TestLiteRT(RuntimeContract):
 
     @staticmethod
     def int8_layers(baseline, final, model) -> set[str]:
-        from compressor.runtimes.litert_graph import int8_layers, read_ops
+        from compressor.runtimes.litert_convert import fold_batchnorm_if_traceable
+        from compressor.runtimes.litert_graph import int8_layers, module_scopes, read_ops
 
-        return int8_layers(read_ops(final.path, model))
+        return int8_layers(read_ops(final.path, module_scopes(fold_batchnorm_if_traceable(model))))

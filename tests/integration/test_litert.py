@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from compressor import api, doctor
 from compressor.errors import CompressorError, ConfigError
@@ -129,3 +130,29 @@ def test_a_quantizer_failure_is_one_line_naming_the_file_and_the_fix(generator_f
     message = info.value.message
     assert "\n" not in message and "could not quantize it to int8: Unsupported op: FOO" in message and "skip: true" in message
     assert litert.FINAL not in {path.name for path in tmp_path.rglob("*")}
+
+
+class _RepeatedBlocks(torch.nn.Module):
+    """Blocks of one shape, as decoders repeat them: every block's conv is called `<block>.0`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = torch.nn.Sequential(*(torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.ReLU())
+                                            for _ in range(3)))
+        self.head = torch.nn.Conv2d(4, 1, 1)
+
+    def forward(self, x):
+        return self.head(self.blocks(x))
+
+
+def test_each_repeated_block_keeps_its_own_layer_name_in_the_tflite(tmp_path):
+    import torch.fx as fx
+
+    from compressor.modelcard import ModelCard
+    from compressor.runtimes.litert_convert import convert
+    from compressor.runtimes.litert_graph import compute_layers, read_ops
+
+    card = ModelCard.model_validate({"name": "blocks", "inputs": {"x": {"shape": [4, 8, 8]}}, "outputs": {"y": {"shape": [1, 8, 8]}}})
+    for model in (_RepeatedBlocks().eval(), fx.symbolic_trace(_RepeatedBlocks().eval())):  # a GraphModule: what rewrites return
+        converted = convert(model, card, tmp_path / "model.tflite")
+        assert compute_layers(read_ops(converted.path, converted.scopes)) == ["blocks.0.0", "blocks.1.0", "blocks.2.0", "head"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from compressor.runtimes.litert_graph import _layer_of, module_scopes
+from compressor.runtimes.litert_graph import _layer_of, module_scopes, uniquely_named
 
 CONV = "torch.nn.modules.conv.Conv2d"
 SEQ = "torch.nn.modules.container.Sequential"
@@ -45,3 +45,19 @@ def test_a_path_without_the_container_level_is_ambiguous_between_twins_and_uniqu
 
 def test_a_tensor_of_no_module_has_no_layer():
     assert _layer_of("serving_default_output_0_output;", module_scopes(TwoBlocks())) == ""
+
+
+def test_a_graphmodule_is_converted_under_flat_names_that_no_two_blocks_share():
+    import torch.fx as fx
+
+    traced = fx.symbolic_trace(_Called())
+    flat = uniquely_named(traced)
+    assert {node.target for node in flat.graph.nodes if node.op == "call_module"} == {"up__0", "up__1", "down__0", "down__1", "head"}
+    scopes = module_scopes(traced)
+    assert scopes["up.0"] == [f"{CONV}_up__0"] and scopes["down.0"] == [f"{CONV}_down__0"]
+    assert _layer_of(f"{CONV}_down__0;3", scopes) == "down.0"
+
+
+class _Called(TwoBlocks):
+    def forward(self, x):
+        return self.head(self.down(self.up(x)))
