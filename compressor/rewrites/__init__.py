@@ -4,7 +4,7 @@ module, list of what it changed); `stages/rewrite.py` runs them and checks exact
 
 from __future__ import annotations
 
-from compressor.rewrites.convtranspose import decompose_convtranspose
+from compressor.rewrites.convtranspose import decompose_convtranspose, narrow_convtranspose_to_conv
 from compressor.rewrites.convtranspose_1x1 import convtranspose_1x1_to_linear
 from compressor.rewrites.fold_batchnorm import fold_batchnorm
 from compressor.rewrites.linear_channels_last import linear_channels_last
@@ -22,4 +22,5 @@ REWRITES = {
     "narrow_conv_to_blocks": narrow_conv_to_blocks,
     "reflection_pad_to_gather": reflection_pad_to_gather,
     "linear_to_convtranspose": linear_to_convtranspose,
+    "narrow_convtranspose_to_conv": narrow_convtranspose_to_conv,
 }

@@ -22,6 +22,8 @@ from compressor.rewrites.phases import PhaseKernels, install_upsampling
 # Kernel rows (or columns) used by output phase 0 and 1, in the order of the input rows they multiply:
 # phase 0 reads input rows (m-1, m) through kernel rows (3, 1); phase 1 reads (m, m+1) through (2, 0).
 PHASE_TAPS = {0: [3, 1], 1: [2, 0]}
+# Output channels up to which narrow_convtranspose_to_conv rewrites a layer: RGB and grayscale image heads.
+NARROW_CHANNELS = 4
 
 
 def decompose_convtranspose(model: nn.Module, example: tuple | None = None) -> tuple[nn.Module, list[str]]:
@@ -41,6 +43,22 @@ def decompose_convtranspose(model: nn.Module, example: tuple | None = None) -> t
             if relu is not None:
                 relu.replace_all_uses_with(node)
                 graph_module.graph.erase_node(relu)
+        changed.append(node.target)
+    return finish(graph_module), changed
+
+
+def narrow_convtranspose_to_conv(model: nn.Module, example: tuple | None = None) -> tuple[nn.Module, list[str]]:
+    """Only the ConvTranspose2d(4, 2, 1) layers with at most NARROW_CHANNELS output channels (image heads) become
+    one conv + pixel shuffle (the cheaper of phases.py's sub-pixel and block forms); wider ones stay.
+
+    For runtimes with an int8 deconvolution of their own (LiteRT's XNNPACK): it is fast on wide layers, where
+    the phase forms only add ops, but a 1-channel head wastes it. On the DCGAN demo the 64 -> 1 head took 0.058
+    of the int8 model's 0.21 ms (0.33 of 1.02 ms in fp32) for 0.26 M multiply-accumulates; as a 4x4 stride-2 conv
+    to 16 channels + pixel shuffle(4) the whole int8 model ran in 0.18 ms (benchmarks/litert_mobile.py)."""
+    graph_module = traced_with_shapes(model, example) if example is not None else trace(model)
+    changed = []
+    for node, layer in single_calls(graph_module, lambda module: _decomposable(module) and module.out_channels <= NARROW_CHANNELS):
+        install_upsampling(graph_module, node, convtranspose_phases(layer), grid=node.args[0])
         changed.append(node.target)
     return finish(graph_module), changed
 

@@ -17,6 +17,7 @@ from compressor.rewrites import (
     linear_channels_last,
     linear_to_convtranspose,
     narrow_conv_to_blocks,
+    narrow_convtranspose_to_conv,
     reflection_pad_to_gather,
 )
 from compressor.rewrites.convtranspose_1x1 import LinearConvTranspose1x1
@@ -201,3 +202,13 @@ def test_a_linear_not_reshaped_to_a_feature_map_stays_a_linear(shape):
     model = _LinearThen(shape).eval()
     _, changed = linear_to_convtranspose(model, (torch.randn(2, 4),))
     assert changed == []
+
+
+def test_only_a_narrow_convtranspose_head_becomes_a_conv_and_pixel_shuffle():
+    model = randomized(TinyGenerator())
+    z = torch.randn(5, 8)
+    rewritten, changed = narrow_convtranspose_to_conv(model, (z[:2],))
+    assert changed == ["blocks.5"]  # 8 -> 1 channels; blocks.2 (16 -> 8) stays a ConvTranspose
+    assert isinstance(rewritten.get_submodule("blocks.2"), nn.ConvTranspose2d)
+    assert not isinstance(rewritten.get_submodule("blocks.5"), nn.ConvTranspose2d)
+    torch.testing.assert_close(rewritten(z), model(z), rtol=1e-5, atol=1e-5)
