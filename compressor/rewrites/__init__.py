@@ -11,7 +11,7 @@ from compressor.rewrites.linear_channels_last import linear_channels_last
 from compressor.rewrites.linear_convtranspose import linear_to_convtranspose
 from compressor.rewrites.narrow_conv import narrow_conv_to_blocks
 from compressor.rewrites.reflection_pad import reflection_pad_to_gather
-from compressor.rewrites.upsample_conv import upsample_conv_to_phases
+from compressor.rewrites.upsample_conv import upsample_conv_to_convtranspose, upsample_conv_to_phases
 
 REWRITES = {
     "fold_batchnorm": fold_batchnorm,
@@ -23,4 +23,5 @@ REWRITES = {
     "reflection_pad_to_gather": reflection_pad_to_gather,
     "linear_to_convtranspose": linear_to_convtranspose,
     "narrow_convtranspose_to_conv": narrow_convtranspose_to_conv,
+    "upsample_conv_to_convtranspose": upsample_conv_to_convtranspose,
 }

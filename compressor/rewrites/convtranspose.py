@@ -94,6 +94,20 @@ def convtranspose_phases(layer: nn.ConvTranspose2d) -> PhaseKernels:
     return PhaseKernels({(a, b): kernel(a, b) for a in (0, 1) for b in (0, 1)}, bias)
 
 
+def phases_as_convtranspose(phases: PhaseKernels) -> nn.ConvTranspose2d:
+    """The ConvTranspose2d(4, 2, 1) whose phase kernels are `phases` (the inverse of convtranspose_phases)."""
+    out_channels, in_channels = phases.channels
+    layer = nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1, bias=phases.bias is not None)
+    with torch.no_grad():
+        for (row, col), kernel in phases.kernels.items():
+            for r, tap_row in enumerate(PHASE_TAPS[row]):
+                for c, tap_col in enumerate(PHASE_TAPS[col]):
+                    layer.weight[:, :, tap_row, tap_col] = kernel[:, :, r, c].t()
+        if phases.bias is not None:
+            layer.bias.copy_(phases.bias)
+    return layer
+
+
 def _decomposable(module: nn.Module) -> bool:
     return (
         type(module) is nn.ConvTranspose2d

@@ -14,7 +14,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from compressor.rewrites.graph import finish, single_calls, traced_with_shapes
+from compressor.rewrites.graph import finish, replace_module, single_calls, traced_with_shapes
 from compressor.rewrites.phases import PhaseKernels, install_upsampling
 
 # For output row phase a: which 3x3 kernel rows are summed into each of the two input rows it reads.
@@ -24,6 +24,22 @@ PHASE_TAP_SUMS = {0: [[0], [1, 2]], 1: [[0, 1], [2]]}
 def upsample_conv_to_phases(model: nn.Module, example: tuple) -> tuple[nn.Module, list[str]]:
     """Replace each Conv2d(3x3, stride 1, padding 1) whose input is a 2x nearest Upsample it alone reads
     (and a ReLU that alone reads the conv) with its phase form; the names changed are the convs'."""
+    return _upsample_convs(model, example, lambda graph_module, node, phases, grid: install_upsampling(
+        graph_module, node, phases, grid=grid))
+
+
+def upsample_conv_to_convtranspose(model: nn.Module, example: tuple) -> tuple[nn.Module, list[str]]:
+    """Replace the same pairs with one ConvTranspose2d(4, 2, 1) computing the same four phase kernels: for
+    runtimes with a fast int8 deconvolution (LiteRT's XNNPACK), which then does 4/9 of the conv's work and no
+    Resize, where the phase forms above would add ops (see targets/mobile-arm.yaml)."""
+    from compressor.rewrites.convtranspose import phases_as_convtranspose
+
+    return _upsample_convs(model, example, lambda graph_module, node, phases, grid: replace_module(
+        graph_module, node.target, phases_as_convtranspose(phases)))
+
+
+def _upsample_convs(model: nn.Module, example: tuple, install) -> tuple[nn.Module, list[str]]:
+    """Put `install(graph_module, conv node, its phase kernels, the upsample's input)` in place of each pair."""
     graph_module = traced_with_shapes(model, example)
     modules = dict(graph_module.named_modules())
     changed = []
@@ -31,7 +47,7 @@ def upsample_conv_to_phases(model: nn.Module, example: tuple) -> tuple[nn.Module
         upsample = node.args[0]
         if not _is_nearest_2x(upsample, modules):
             continue
-        install_upsampling(graph_module, node, conv3x3_after_upsample_phases(conv), grid=upsample.args[0])
+        install(graph_module, node, conv3x3_after_upsample_phases(conv), upsample.args[0])
         node.args = (upsample.args[0],)
         graph_module.graph.erase_node(upsample)
         changed.append(node.target)

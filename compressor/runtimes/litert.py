@@ -16,6 +16,7 @@ commands that time the file on a phone with LiteRT's `benchmark_model` over adb 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from compressor.modelcard import ModelCard
     from compressor.quantization import QuantizationPlan
     from compressor.runtimes.litert_convert import Converted
+
+log = logging.getLogger("compressor")
 
 FINAL = "model.tflite"
 BASELINE = "model.fp32.tflite"
@@ -124,6 +127,9 @@ class LiteRT(Runtime):
         from compressor.runtimes.litert_graph import describe, io_quantization, read_ops
 
         inspected = {**describe(read_ops(path, scopes)), "io": io_quantization(path)}
+        if inspected["int8_weights"]["other"]:  # static_wi8_ai8 asks for per-channel symmetric weights everywhere
+            log.warning("%s: int8 weights that are not per-channel symmetric (slower or refused on some delegates): %s",
+                        path.name, ", ".join(inspected["int8_weights"]["other"]))
         return Artifact(path, "tflite", precision, role, {**(details or {}), **inspected})
 
     def _quantized(self, fp32: Converted, plan: QuantizationPlan, card: ModelCard, out: Path) -> Artifact:
@@ -176,15 +182,19 @@ class LiteRT(Runtime):
 
         settings = self.target.benchmark
         cores = len(os.sched_getaffinity(0))
-        timed = {str(settings.threads): self._time(artifact.path, card, seed, min(settings.threads, cores))}
-        for threads in self.options.extra_threads:
-            if str(min(threads, cores)) not in timed:
-                timed[str(min(threads, cores))] = self._time(artifact.path, card, seed, min(threads, cores))
+        requested = [settings.threads, *self.options.extra_threads]
+        timed: dict[str, dict[str, float]] = {}
+        for threads in requested:
+            used = min(threads, cores)  # more threads than cores would time the scheduler, not the model
+            if str(used) not in timed:
+                timed[str(used)] = self._time(artifact.path, card, seed, used)
         headline = str(min(settings.threads, cores))
+        capped = {str(threads): cores for threads in requested if threads > cores}
         return {
             "batches": {"1": timed[headline]},
             "threads": int(headline),
             "by_threads": {threads: {"1": stats} for threads, stats in timed.items() if threads != headline},
+            **({"threads_capped": capped} if capped else {}),
             "delegate": "XNNPACK",
             "note": f"this host's CPU ({cpu_description()}), not a phone: the release's benchmark_model.sh times "
                     "the file on one",

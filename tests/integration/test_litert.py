@@ -157,3 +157,10 @@ def test_each_repeated_block_keeps_its_own_layer_name_in_the_tflite(tmp_path):
     for model in (_RepeatedBlocks().eval(), fx.symbolic_trace(_RepeatedBlocks().eval())):  # a GraphModule: what rewrites return
         converted = convert(model, card, tmp_path / "model.tflite")
         assert compute_layers(read_ops(converted.path, converted.scopes)) == ["blocks.0.0", "blocks.1.0", "blocks.2.0", "head"]
+
+
+def test_thread_counts_beyond_this_hosts_cores_are_capped_and_say_so(generator_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(litert.os, "sched_getaffinity", lambda pid: {0})  # a 1-core host
+    result = _run(generator_folder, tmp_path, "target.benchmark.threads=2")
+    latency = result.manifest["artifacts"]["model.tflite"]["latency"]
+    assert latency["threads"] == 1 and latency["by_threads"] == {} and latency["threads_capped"] == {"2": 1, "4": 1}

@@ -11,9 +11,10 @@ import torch.nn as nn
 from compressor.rewrites import (
     decompose_convtranspose,
     fold_batchnorm,
+    upsample_conv_to_convtranspose,
     upsample_conv_to_phases,
 )
-from compressor.rewrites.convtranspose import convtranspose_phases, leftover_convtransposes
+from compressor.rewrites.convtranspose import convtranspose_phases, leftover_convtransposes, phases_as_convtranspose
 from compressor.rewrites.phases import (
     BlockConv2d,
     PhaseConv2d,
@@ -97,6 +98,25 @@ def test_decoder_upsample_conv_rewrite_is_exact_and_drops_the_upsamples():
     assert isinstance(rewritten.get_submodule("blocks.5"), BlockConv2d)  # the 1-channel head, 8x8 input
     assert not any(isinstance(m, nn.Upsample) for m in rewritten.modules())
     torch.testing.assert_close(rewritten(z), model(z), rtol=1e-5, atol=1e-5)
+
+
+def test_decoder_upsample_conv_becomes_one_exact_convtranspose_per_pair():
+    model = randomized(TinyDecoder(latent_dim=4, channels=16))
+    z = torch.randn(4, 4)
+    rewritten, changed = upsample_conv_to_convtranspose(model, (z[:2],))
+    assert changed == ["blocks.1", "blocks.5"]
+    layer = rewritten.get_submodule("blocks.1")
+    assert type(layer) is nn.ConvTranspose2d and (layer.kernel_size, layer.stride, layer.padding) == ((4, 4), (2, 2), (1, 1))
+    assert not any(isinstance(m, nn.Upsample) for m in rewritten.modules())
+    torch.testing.assert_close(rewritten(z), model(z), rtol=1e-5, atol=1e-5)
+
+
+def test_phases_as_convtranspose_inverts_convtranspose_phases():
+    torch.manual_seed(0)
+    layer = nn.ConvTranspose2d(6, 5, 4, 2, 1)
+    rebuilt = phases_as_convtranspose(convtranspose_phases(layer))
+    torch.testing.assert_close(rebuilt.weight, layer.weight)
+    torch.testing.assert_close(rebuilt.bias, layer.bias)
 
 
 class _UpsampleConv(nn.Module):
