@@ -16,9 +16,20 @@ this host's CPU with the ai-edge-litert interpreter and its XNNPACK delegate, at
 - `int8 speed-first`: the release plus upsample_conv_to_convtranspose (nearest Upsample + 3x3 conv as one
   ConvTranspose2d(4, 2, 1): 4/9 of the work, but 16/9 the weights) and narrow_conv_to_blocks;
 - `int8 ORT decompositions`: the same with ONNX Runtime's phase decompositions of ConvTranspose added;
+- `int8 without GroupNorm (timing only)`: for models with GroupNorm, the release with every GroupNorm replaced by
+  nothing: not a usable model (its PSNR says so), but its latency says what GroupNorm's int8 ops cost;
 - `int8 quantizer's own calibration`: litert-quantizer's default moving-average ranges (what calling it bare gives);
 - `int8 PT2E`: litert-torch's own PT2E path (torchao's prepare/convert_pt2e with PT2EQuantizer's symmetric
-  per-channel config, then converted), what its docs show first.
+  per-channel config, then converted), what its docs show first;
+- with `--onnx2tf DIR`: `onnx2tf fp32` and `onnx2tf int8`, the files onnx2tf made from the ONNX export (BatchNorm
+  folded) in DIR (`<model>_onnx2tf_{fp32,int8}.tflite`, model `dcgan` or `vae`). onnx2tf needs TensorFlow, so
+  they are made beforehand in a separate venv (onnx2tf 1.29.24, tensorflow-cpu 2.21, installed with
+  `--no-deps`: it pins tensorflow 2.19):
+      onnx2tf -i vae.onnx -o out -ois z:1,16 -oiqt -cind z calib.npy "[0.0]" "[1.0]"
+  For the DCGAN that command writes a wrong model without an error (9.9 dB, even in fp32: the Reshape to NCHW
+  is read as NHWC by the ConvTranspose after it); it works only with a hand-written parameter replacement:
+      -prf replace.json  with {"format_version": 1, "operations": [{"op_name": "node_Reshape_3",
+        "param_target": "outputs", "param_name": "view", "post_process_transpose_perm": [0, 2, 3, 1]}]}
 
 Latency ratios are given against both fp32 files. Latency is measured in rounds: each round times every variant once (median of `--runs` invokes after a warm-up),
 and a variant's figure is the median over rounds, so a burst of load on this shared machine hits all of them. PSNR
@@ -64,6 +75,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="timing rounds (each times every variant once)")
     parser.add_argument("--runs", type=int, default=300, help="invokes per variant per round")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--onnx2tf", type=Path, help="folder of onnx2tf's files for the demos (see above)")
     args = parser.parse_args()
     results = {
         "machine": cpu_model(), "cpu_flags": sorted(cpu_flags()), "cores": len(os.sched_getaffinity(0)),
@@ -71,14 +83,14 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.models.split(","):
-            results["models"][name] = measure(name, Path(scratch) / name, args.rounds, args.runs)
+            results["models"][name] = measure(name, Path(scratch) / name, args.rounds, args.runs, args.onnx2tf)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "litert_mobile.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "litert_mobile.md").write_text(table(results))
     print(table(results))
 
 
-def measure(name: str, folder: Path, rounds: int, runs: int) -> dict:
+def measure(name: str, folder: Path, rounds: int, runs: int, onnx2tf: Path | None) -> dict:
     folder.mkdir(parents=True)
     loaded = load_checkpoint(ROOT / "examples" / name)
     model, card = loaded.model.eval(), loaded.card
@@ -110,6 +122,15 @@ def measure(name: str, folder: Path, rounds: int, runs: int) -> dict:
             _quantizer_default(fp32_rewritten.path, calibration, folder / "int8-moving-average.tflite"), fp32_rewritten.scopes),
         "int8 PT2E": (_pt2e(_rewrite(model, ["fold_batchnorm"], example), calibration, folder / "int8-pt2e.tflite"), {}),
     }
+    if any(isinstance(module, torch.nn.GroupNorm) for module in model.modules()):
+        ablated = convert(_without_groupnorm(rewritten), card, folder / "fp32-no-groupnorm.tflite")
+        files["int8 without GroupNorm (timing only)"] = (_ours(ablated.path, calibration, folder / "int8-no-groupnorm.tflite"),
+                                                         ablated.scopes)
+    if onnx2tf is not None:
+        short = name.removeprefix("digits-")
+        for precision in ("fp32", "int8"):
+            made = onnx2tf / f"{short}_onnx2tf_{precision}.tflite"
+            files[f"onnx2tf {precision}"] = (made if made.is_file() else f"{made} not found", {})
     latents = sample_inputs(card, 256, seed=7)
     with torch.no_grad():
         reference = model(*latents.values()).numpy()
@@ -121,7 +142,7 @@ def measure(name: str, folder: Path, rounds: int, runs: int) -> dict:
         ops = describe(read_ops(path, scopes))
         variants[variant] = {
             "bytes": path.stat().st_size,
-            "psnr_db": round(float(psnr(reference, _outputs(path, latents), 2.0)), 2),
+            "psnr_db": round(float(psnr(reference, _outputs(path, latents, next(iter(card.outputs.values())).shape), 2.0)), 2),
             "float_ops": ops["ops_by_precision"]["float"], "int8_ops": ops["ops_by_precision"]["int8"],
             "conversions": ops["conversions"],
         }
@@ -144,6 +165,15 @@ def _rewrite(model, names, example):
     model = copy.deepcopy(model)
     for name in names:
         model, _ = REWRITES[name](model, example)
+    return model
+
+
+def _without_groupnorm(model):
+    model = copy.deepcopy(model)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, torch.nn.GroupNorm):
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, torch.nn.Identity())
     return model
 
 
@@ -184,18 +214,21 @@ def _pt2e(model, calibration, out: Path) -> Path | str:
     return out
 
 
-def _outputs(path: Path, latents: dict[str, torch.Tensor]) -> np.ndarray:
+def _outputs(path: Path, latents: dict[str, torch.Tensor], shape: list[int]) -> np.ndarray:
     interpreter = _interpreter(path, 1)
     runner = interpreter.get_signature_runner()
     inputs, outputs = runner.get_input_details(), runner.get_output_details()
+    names, (output, detail) = list(inputs), next(iter(outputs.items()))  # onnx2tf's files name them after the ONNX
     results = []
     arrays = [t.numpy() for t in latents.values()]
     for i in range(len(arrays[0])):
-        got = runner(**{f"args_{k}": _to_model(a[i : i + 1], inputs[f"args_{k}"]) for k, a in enumerate(arrays)})
-        detail = outputs["output_0"]
-        y = got["output_0"]
+        got = runner(**{name: _to_model(a[i : i + 1], inputs[name]) for name, a in zip(names, arrays)})
+        y = got[output]
         scale, zero_point = detail["quantization"]
-        results.append((y.astype(np.float32) - zero_point) * scale if y.dtype == np.int8 and scale else y)
+        y = (y.astype(np.float32) - zero_point) * scale if y.dtype == np.int8 and scale else y
+        if y.shape[1:] != tuple(shape) and y.ndim == 4 and y.shape[1:] == (*shape[1:], shape[0]):
+            y = y.transpose(0, 3, 1, 2)  # onnx2tf writes NHWC outputs
+        results.append(y)
     return np.concatenate(results)
 
 
@@ -204,8 +237,7 @@ def _rounds(files: dict[str, Path], card, threads: int, rounds: int, runs: int) 
     for variant, path in files.items():
         interpreter = _interpreter(path, threads)
         inputs = interpreter.get_signature_runner().get_input_details()
-        for k, tensor in enumerate(sample_inputs(card, 1, seed=3).values()):
-            detail = inputs[f"args_{k}"]
+        for detail, tensor in zip(inputs.values(), sample_inputs(card, 1, seed=3).values()):
             interpreter.set_tensor(detail["index"], _to_model(tensor.numpy(), detail))
         interpreters[variant] = interpreter
     medians: dict[str, list[float]] = {variant: [] for variant in files}

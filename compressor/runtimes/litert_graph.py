@@ -3,12 +3,14 @@
 litert-torch names every tensor after the torch modules that produced it (torch.export's nn_module_stack):
 one level per module call, written `<module class's full name>_<last part of its name>` and joined by '/',
 e.g. `torch.nn.modules.container.Sequential_blocks/torch.nn.modules.conv.ConvTranspose2d_8` for `blocks.8`;
-a fused op's output names every module it absorbed, joined by ';'. Levels can be missing (a torch.fx
-GraphModule calls `blocks.8` directly: one level, `...ConvTranspose2d_8`), so `read_ops` matches the last
-level against each module's class and last name part, and breaks ties with the levels above. The weight's
-name says which layer owns a conv or matmul; the first module named in its output owns any other op. The
-quantizer (litert-quantizer) addresses ops by their `scope` (the output tensors' names, ';'-joined), so a
-layer kept in float is a list of scopes.
+a fused op's output names every module it absorbed, joined by ';'. A torch.fx GraphModule (what the rewrite
+stage returns) calls `blocks.8` without calling `blocks`, which would leave one level, `...ConvTranspose2d_8`,
+shared by every block's eighth module; `uniquely_named` has such calls converted under flat names
+(`blocks__8`) instead. `module_scopes` spells each module's levels as the converter will, and an op's layer is
+the module whose last level ends the op's name (ties broken by the levels above): the weight's name says
+which layer owns a conv or matmul, the first module named in its output owns any other op. The quantizer
+(litert-quantizer) addresses ops by their `scope` (the output tensors' names, ';'-joined), so a layer kept in
+float is a list of scopes.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 WEIGHTED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED", "CONV_3D", "CONV_3D_TRANSPOSE"}
 # Ops that only convert between int8 and float: the seams of a float island, not work done in either.
 _CONVERSIONS = {"QUANTIZE", "DEQUANTIZE"}
+_FLOAT_TYPES = {"FLOAT32", "FLOAT16", "BFLOAT16", "FLOAT64"}
 _WEIGHT_INPUT = {"TRANSPOSE_CONV": 1}  # TRANSPOSE_CONV's inputs are (output shape, weights, input, bias)
 # The one signature litert-torch writes; its inputs are named args_0, args_1, ... in the forward's order.
 SIGNATURE = "serving_default"
@@ -39,12 +42,12 @@ class TfliteOp:
     scope: str  # what litert-quantizer matches recipe regexes against
     layer: str  # torch module name ('' when none could be found)
     activation_types: tuple[str, ...]  # types of its non-constant inputs and outputs, e.g. ("INT8", "INT8")
-    weight: dict[str, Any] | None = field(default=None)  # type, scales, zero points and axis of its weight
+    weight: dict[str, Any] | None = field(default=None)  # its weight's type, scale count, per-channel, zero points 0
 
     @property
     def precision(self) -> str:
-        """int8 when every activation it reads and writes is an integer tensor, float otherwise."""
-        return "int8" if all(kind in ("INT8", "INT16", "INT32") for kind in self.activation_types) else "float"
+        """float when it reads or writes a floating-point activation, int8 otherwise."""
+        return "float" if any(kind in _FLOAT_TYPES for kind in self.activation_types) else "int8"
 
 
 def read_ops(path: Path, scopes: dict[str, list[str]] | None = None) -> list[TfliteOp]:

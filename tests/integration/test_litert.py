@@ -164,3 +164,14 @@ def test_thread_counts_beyond_this_hosts_cores_are_capped_and_say_so(generator_f
     result = _run(generator_folder, tmp_path, "target.benchmark.threads=2")
     latency = result.manifest["artifacts"]["model.tflite"]["latency"]
     assert latency["threads"] == 1 and latency["by_threads"] == {} and latency["threads_capped"] == {"2": 1, "4": 1}
+
+
+def test_a_pruned_and_distilled_model_ships_as_int8_beside_the_users_fp32_model(tmp_path):
+    quick = ("stages.distill.steps=20", "stages.distill.batch=16", "stages.distill.check_every=10",
+             "stages.distill.check_samples=32", "stages.prune.samples=16", "budgets.fid=null")
+    result = _run(DEMO, tmp_path, *quick, profile="smallest")
+    artifacts = result.manifest["artifacts"]
+    baseline, final = artifacts["model.fp32.tflite"], artifacts["model.tflite"]
+    assert baseline["bytes"] == pytest.approx(3.7e6, rel=0.05)  # the user's architecture, not the pruned one
+    assert final["precision"] == "int8" and final["bytes"] < 0.15 * baseline["bytes"] and final["parity"]["ok"]
+    assert "student.json" in result.manifest["release_files"]
