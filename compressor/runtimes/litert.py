@@ -54,6 +54,10 @@ class LiteRTOptions(RuntimeOptions):
         "int8", description="Type of the model's input and output tensors: int8 (the app quantizes them with the "
         "interpreter's scale and zero point) or float32 (QUANTIZE/DEQUANTIZE ops inside the model).",
     )
+    normalizations: Literal["int8", "float"] = Field(
+        "int8", description="Precision of the ops GroupNorm, LayerNorm and InstanceNorm decompose into (a float "
+        "island with QUANTIZE/DEQUANTIZE around it, or int8 like the rest).",
+    )
     extra_threads: list[int] = Field(
         [4], description="XNNPACK thread counts timed beside benchmark.threads (the headline), each capped at this "
         "host's cores.",
@@ -142,8 +146,10 @@ class LiteRT(Runtime):
         calibrated = litert_quantize.calibrate(fp32.path, _one_sample_each(plan.feeds, card), plan.method, plan.percentile)
         float_io = self.options.io_dtype == "float32"
 
+        float_norms = set(fp32.normalizations) if self.options.normalizations == "float" else set()
+
         def quantize(kept_float: set[str], path: Path) -> Path:
-            return litert_quantize.quantize(calibrated, path, scopes_of(ops, kept_float), float_io)
+            return litert_quantize.quantize(calibrated, path, scopes_of(ops, kept_float | float_norms), float_io)
 
         described = choose_precisions(
             plan, compute_layers(ops), self.target, self.options.float_precision, quantize,

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
+
 from compressor.errors import ExportError, first_line
 from compressor.quiet import native_stderr_silenced, quieted
 
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
 
     from compressor.modelcard import ModelCard
 
+# Normalizations litert-torch decomposes into elementwise ops (MEAN, SUB, MUL, RSQRT, ...).
+_NORMALIZATIONS = (torch.nn.GroupNorm, torch.nn.LayerNorm, torch.nn.InstanceNorm1d, torch.nn.InstanceNorm2d, torch.nn.InstanceNorm3d)
 # litert-torch and its converter log progress through absl, and print "[START] ... [DONE]" lines of their own.
 _LOGGERS = ("", "absl", "litert_torch")
 
@@ -37,6 +41,7 @@ class Converted:
 
     path: Path
     scopes: dict[str, list[str]]
+    normalizations: frozenset[str] = frozenset()  # its GroupNorm / LayerNorm / InstanceNorm modules, by name
 
 
 def convert(model: nn.Module, card: ModelCard, out: Path) -> Converted:
@@ -48,6 +53,7 @@ def convert(model: nn.Module, card: ModelCard, out: Path) -> Converted:
 
     model = fold_batchnorm_if_traceable(model.eval())
     scopes = module_scopes(model)
+    normalizations = frozenset(name for name, module in model.named_modules() if isinstance(module, _NORMALIZATIONS))
     model = uniquely_named(model)
     example = tuple(sample_inputs(card, 1, seed=0).values())
     litert_torch = import_litert_torch()
@@ -58,7 +64,7 @@ def convert(model: nn.Module, card: ModelCard, out: Path) -> Converted:
             converted.export(str(out))
     except Exception as exc:  # torch.export and the lowering raise many types (RuntimeError, AssertionError, ...)
         raise ExportError(f"{out.name}: litert-torch could not convert the model: {_where(exc, model, example)}") from exc
-    return Converted(out, scopes)
+    return Converted(out, scopes, normalizations)
 
 
 def fold_batchnorm_if_traceable(model: nn.Module) -> nn.Module:

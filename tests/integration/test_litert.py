@@ -175,3 +175,11 @@ def test_a_pruned_and_distilled_model_ships_as_int8_beside_the_users_fp32_model(
     assert baseline["bytes"] == pytest.approx(3.7e6, rel=0.05)  # the user's architecture, not the pruned one
     assert final["precision"] == "int8" and final["bytes"] < 0.15 * baseline["bytes"] and final["parity"]["ok"]
     assert "student.json" in result.manifest["release_files"]
+
+
+def test_normalizations_can_run_as_a_float_island(decoder_folder, tmp_path):
+    result = _run(decoder_folder, tmp_path, "target.runtime.normalizations=float")
+    details = result.manifest["artifacts"]["model.tflite"]["details"]
+    float_layers = {op["layer"] for op in details["float_ops"]}
+    assert float_layers == {"blocks.2"} and {"MEAN", "RSQRT"} <= {op["op"] for op in details["float_ops"]}
+    assert details["conversions"] >= 2 and details["ops_by_precision"]["int8"]["CONV_2D"] == 2
