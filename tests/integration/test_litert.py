@@ -183,3 +183,13 @@ def test_normalizations_can_run_as_a_float_island(decoder_folder, tmp_path):
     float_layers = {op["layer"] for op in details["float_ops"]}
     assert float_layers == {"blocks.2"} and {"MEAN", "RSQRT"} <= {op["op"] for op in details["float_ops"]}
     assert details["conversions"] >= 2 and details["ops_by_precision"]["int8"]["CONV_2D"] == 2
+
+
+def test_the_output_head_can_stay_float(generator_folder, tmp_path):
+    result = _run(generator_folder, tmp_path, "target.runtime.output_head=float")
+    details = result.manifest["artifacts"]["model.tflite"]["details"]
+    floats = {(op["op"], op["layer"]) for op in details["float_ops"]}
+    assert {("CONV_2D", "blocks.5"), ("TANH", "blocks.6")} <= floats  # the head conv (pixel-shuffle form) and Tanh
+    assert {layer for _, layer in floats} <= {"blocks.5", "blocks.6", "-"} and details["conversions"] >= 1
+    assert details["layers"]["blocks.5"] == {"precision": "fp32", "reason": "output head (runtime.output_head: float)"}
+    assert details["ops_by_precision"]["int8"]["TRANSPOSE_CONV"] == 2
