@@ -58,7 +58,7 @@ from compressor.hostcpu import cpu_flags, cpu_model
 from compressor.modelcard import sample_inputs
 from compressor.rewrites import REWRITES
 from compressor.runtimes import litert_quantize
-from compressor.runtimes.litert import _interpreter, _one_sample_each, _to_model
+from compressor.runtimes.litert import _from_model, _interpreter, _one_sample_each, _to_model
 from compressor.runtimes.litert_convert import convert, import_litert_torch
 from compressor.runtimes.litert_graph import describe, read_ops
 
@@ -223,9 +223,7 @@ def _outputs(path: Path, latents: dict[str, torch.Tensor], shape: list[int]) -> 
     arrays = [t.numpy() for t in latents.values()]
     for i in range(len(arrays[0])):
         got = runner(**{name: _to_model(a[i : i + 1], inputs[name]) for name, a in zip(names, arrays)})
-        y = got[output]
-        scale, zero_point = detail["quantization"]
-        y = (y.astype(np.float32) - zero_point) * scale if y.dtype == np.int8 and scale else y
+        y = _from_model(got[output], detail)
         if y.shape[1:] != tuple(shape) and y.ndim == 4 and y.shape[1:] == (*shape[1:], shape[0]):
             y = y.transpose(0, 3, 1, 2)  # onnx2tf writes NHWC outputs
         results.append(y)

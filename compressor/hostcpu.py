@@ -14,14 +14,8 @@ INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     """The int8-relevant flags of the first CPU listed (all cores of a machine share them)."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split()) & set(INT8_FLAGS)
-    return set()
+    flags = _first_field(cpuinfo, "flags")
+    return set(flags.split()) & set(INT8_FLAGS) if flags else set()
 
 
 def has_vnni(flags: set[str]) -> bool:
@@ -32,14 +26,16 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The CPU's model name ("AMD EPYC", ...), or the machine type where /proc/cpuinfo has none."""
     import platform
 
+    return _first_field(cpuinfo, "model name") or platform.machine() or "unknown CPU"
+
+
+def _first_field(cpuinfo: Path, field: str) -> str | None:
+    """The value of the first `field : value` line of /proc/cpuinfo, or None (no such line, or no such file)."""
     try:
         text = cpuinfo.read_text()
     except OSError:
-        text = ""
-    for line in text.splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine() or "unknown CPU"
+        return None
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith(field)), None)
 
 
 def cpu_description() -> str:

@@ -5,9 +5,9 @@ varies across the H*W positions.
 The two compute the same products; what changes is what an int8 quantizer sees. Per-channel weight scales
 follow a layer's output channels: the Linear has C*H*W of them (4,096 on the DCGAN demo), each stored in the
 `.tflite` with a float scale and an int64 zero point, for the weight and again for the int32 bias, about
-100 kB, which kept the demo's int8 file at 0.28x its fp32 size. As a transposed convolution the layer has C
-channels, its rows of one channel share a scale as BatchNorm folding made them do anyway, and the file is
-0.25x. The stride equals the kernel so litert-torch keeps it a TRANSPOSE_CONV (with stride 1 it lowers it to
+100 kB: without this rewrite the demo's int8 file is 0.287x its fp32 size. As a transposed convolution the
+layer has C channels, its rows of one channel share a scale as BatchNorm folding made them do anyway, and
+the file is 0.259x (benchmarks/litert_mobile.py). The stride equals the kernel so litert-torch keeps it a TRANSPOSE_CONV (with stride 1 it lowers it to
 a padded CONV_2D doing 16x the work). A bias that differs between positions of a channel, which a Linear
 may have, is kept exactly as a constant added after the convolution. This is the inverse of
 convtranspose_1x1_to_linear, which ONNX Runtime wants because it has no int8 ConvTranspose.

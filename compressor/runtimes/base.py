@@ -1,7 +1,9 @@
 """The seam every runtime plugs into: a `Runtime` back end, its options schema, and the `Artifact`s it writes.
 
 A runtime turns the compressed torch model, and the quantization plan the profile's quantizing stage made
-(if any), into files for its engine: `export(model, card, plan, out) -> [Artifact]`. It can run them
+(if any), into files for its engine: `export(model, card, plan, out) -> [Artifact]`, a template shared by every
+runtime (which files, baseline and final, in which case) over three steps each runtime supplies: `write_fp32`,
+`fp32_artifact` and `quantized`. It can run them
 (`load(artifact) -> runner`, a callable from input arrays by name to output arrays) and time them
 (`benchmark`). Everything after the export (parity, latency, quality, budgets, gate, report, manifest)
 reads `Artifact`s and never assumes a file name or a format: the artifact whose role is `final` is the
@@ -81,13 +83,52 @@ class Runtime:
         """None when runs for this runtime can work here; else what is missing and how to get it."""
         raise NotImplementedError
 
+    @staticmethod
+    def missing_packages(needed: dict[str, str]) -> list[str]:
+        """The packages of `needed` (importable module -> package name) that are not installed here."""
+        import importlib.util
+
+        return [package for module, package in needed.items() if importlib.util.find_spec(module) is None]
+
+    # File names of the artifacts, set by each runtime: the final one, the fp32 baseline kept beside a quantized
+    # or pruned final, and the scratch fp32 export of a pruned model that only the quantizer reads.
+    FINAL: ClassVar[str]
+    BASELINE: ClassVar[str]
+    PRUNED_FP32: ClassVar[str]
+
     def export(
         self, model: nn.Module, card: ModelCard, plan: QuantizationPlan | None, out: Path, original: nn.Module | None = None
     ) -> list[Artifact]:
         """Write the artifacts into the folder `out`: the baseline first (when there is one), the final last.
         `original` is the user's model when a stage changed what the model computes (pruning, training, a
         student): it is then exported as the baseline, so the release is compared with what the user brought,
-        not with the pruned model."""
+        not with the pruned model. Without a plan the fp32 export is the final artifact; with one, the fp32
+        export is the baseline (or, for a pruned model, only the quantizer's input) and `quantized` writes the
+        final one. Runtimes provide `write_fp32`, `fp32_artifact` and `quantized`."""
+        if original is None:
+            fp32 = self.write_fp32(model, card, out / (self.BASELINE if plan else self.FINAL))
+            if plan is None:
+                return [self.fp32_artifact(fp32, "final")]
+            return [self.fp32_artifact(fp32, "baseline"), self.quantized(fp32, plan, card, out / self.FINAL)]
+        baseline = self.fp32_artifact(self.write_fp32(original, card, out / self.BASELINE), "baseline")
+        if plan is None:
+            return [baseline, self.fp32_artifact(self.write_fp32(model, card, out / self.FINAL), "final")]
+        scratch = self.write_fp32(model, card, out / self.PRUNED_FP32)
+        try:
+            return [baseline, self.quantized(scratch, plan, card, out / self.FINAL)]
+        finally:
+            (out / self.PRUNED_FP32).unlink(missing_ok=True)  # not part of the release
+
+    def write_fp32(self, model: nn.Module, card: ModelCard, path: Path) -> Any:
+        """Export `model` in fp32 to `path`; returns what `fp32_artifact` and `quantized` need of it."""
+        raise NotImplementedError
+
+    def fp32_artifact(self, fp32: Any, role: Role) -> Artifact:
+        """The artifact record of an fp32 export `write_fp32` returned."""
+        raise NotImplementedError
+
+    def quantized(self, fp32: Any, plan: QuantizationPlan, card: ModelCard, out: Path) -> Artifact:
+        """Write the final artifact at `out` as `plan` says, from the fp32 export `fp32`."""
         raise NotImplementedError
 
     def check_profile(self, profile) -> None:
@@ -101,7 +142,7 @@ class Runtime:
 
     def artifact_names(self, quantized: bool, changes_model: bool = False) -> list[str]:
         """The file names `export` will write, in order (for --dry-run's list of steps)."""
-        raise NotImplementedError
+        return [self.BASELINE, self.FINAL] if quantized or changes_model else [self.FINAL]
 
     def load(self, artifact: Artifact) -> Runner:
         raise NotImplementedError

@@ -15,7 +15,6 @@ commands that time the file on a phone with LiteRT's `benchmark_model` over adb 
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from pathlib import Path
@@ -89,7 +88,7 @@ class LiteRT(Runtime):
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        missing = [package for module, package in _NEEDED.items() if importlib.util.find_spec(module) is None]
+        missing = cls.missing_packages(_NEEDED)
         if missing:
             return f"{', '.join(missing)} not installed; {INSTALL_HINT}"
         return None
@@ -107,29 +106,15 @@ class LiteRT(Runtime):
                     "quantization (--profile balanced, or replace qat with ptq in your profile)"
                 )
 
-    def artifact_names(self, quantized: bool, changes_model: bool = False) -> list[str]:
-        return [BASELINE, FINAL] if quantized or changes_model else [FINAL]
+    FINAL, BASELINE, PRUNED_FP32 = FINAL, BASELINE, PRUNED_FP32
 
-    def export(
-        self, model: nn.Module, card: ModelCard, plan: QuantizationPlan | None, out: Path, original: nn.Module | None = None
-    ) -> list[Artifact]:
+    def write_fp32(self, model: nn.Module, card: ModelCard, path: Path) -> Converted:
         from compressor.runtimes.litert_convert import convert
 
-        if original is None:
-            fp32 = convert(model, card, out / (BASELINE if plan else FINAL))
-            if plan is None:
-                return [self._artifact(fp32.path, "fp32", "final", fp32.scopes)]
-            return [self._artifact(fp32.path, "fp32", "baseline", fp32.scopes), self._quantized(fp32, plan, card, out / FINAL)]
-        baseline = convert(original, card, out / BASELINE)
-        baseline_artifact = self._artifact(baseline.path, "fp32", "baseline", baseline.scopes)
-        if plan is None:
-            final = convert(model, card, out / FINAL)
-            return [baseline_artifact, self._artifact(final.path, "fp32", "final", final.scopes)]
-        scratch = convert(model, card, out / PRUNED_FP32)  # the quantizer's input; not part of the release
-        try:
-            return [baseline_artifact, self._quantized(scratch, plan, card, out / FINAL)]
-        finally:
-            scratch.path.unlink(missing_ok=True)
+        return convert(model, card, path)
+
+    def fp32_artifact(self, fp32: Converted, role) -> Artifact:
+        return self._artifact(fp32.path, "fp32", role, fp32.scopes)
 
     def _artifact(self, path: Path, precision: str, role: str, scopes: dict, details: dict | None = None) -> Artifact:
         """An artifact whose record says which ops run in int8 and which in float, and its input/output types."""
@@ -141,7 +126,7 @@ class LiteRT(Runtime):
                         path.name, ", ".join(inspected["int8_weights"]["other"]))
         return Artifact(path, "tflite", precision, role, {**(details or {}), **inspected})
 
-    def _quantized(self, fp32: Converted, plan: QuantizationPlan, card: ModelCard, out: Path) -> Artifact:
+    def quantized(self, fp32: Converted, plan: QuantizationPlan, card: ModelCard, out: Path) -> Artifact:
         from compressor.runtimes import litert_quantize
         from compressor.runtimes.litert_graph import compute_layers, int8_layers, read_ops, scopes_of
 
@@ -179,13 +164,14 @@ class LiteRT(Runtime):
         signature = interpreter.get_signature_runner()
         inputs, outputs = signature.get_input_details(), signature.get_output_details()
 
+        ordered = sorted(outputs.items(), key=lambda item: _output_index(item[0]))
+
         def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
             arrays = list(feeds.values())  # the card's order, which is the forward's: args_0, args_1, ...
-            results: list[list[np.ndarray]] = [[] for _ in outputs]
+            results: list[list[np.ndarray]] = [[] for _ in ordered]
             for i in range(len(arrays[0])):
-                named = {f"args_{k}": _to_model(array[i : i + 1], inputs[f"args_{k}"]) for k, array in enumerate(arrays)}
-                got = signature(**named)
-                for slot, (name, detail) in zip(results, sorted(outputs.items(), key=lambda item: _output_index(item[0]))):
+                got = signature(**{f"args_{k}": _to_model(array[i : i + 1], inputs[f"args_{k}"]) for k, array in enumerate(arrays)})
+                for slot, (name, detail) in zip(results, ordered):
                     slot.append(_from_model(got[name], detail))
             return [np.concatenate(slot) for slot in results]
 
@@ -275,7 +261,8 @@ def _from_model(array: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
 
 def _output_index(name: str) -> int:
     """litert-torch names outputs output_0, output_1, ... in the forward's order."""
-    return int(name.rsplit("_", 1)[-1]) if name.rsplit("_", 1)[-1].isdigit() else 0
+    suffix = name.rsplit("_", 1)[-1]
+    return int(suffix) if suffix.isdigit() else 0
 
 
 def _one_sample_each(feeds: list[dict[str, np.ndarray]], card: ModelCard) -> list[dict[str, np.ndarray]]:

@@ -108,22 +108,21 @@ def module_scopes(model: nn.Module) -> dict[str, list[str]]:
     for the model `uniquely_named` hands the converter: `blocks.8` -> ['torch.nn.modules.container.Sequential_blocks',
     'torch.nn.modules.conv.ConvTranspose2d_8'], or for a GraphModule ['torch.nn.modules.conv.ConvTranspose2d_blocks__8']."""
     flat = _flat_calls(model)
+
+    def level(path: str, attribute: str) -> str:
+        return f"{_class_name(type(model.get_submodule(path)))}_{attribute}"
+
     names = {}
     for name, _ in model.named_modules():
         if not name:
             continue
         called = next((target for target in flat if name == target or name.startswith(target + ".")), None)
-        if called is not None:  # a module called by a flattened call, or nested inside one
-            inner = name[len(called) + 1 :].split(".") if name != called else []
-            names[name] = [f"{_class_name(type(model.get_submodule(called)))}_{flat[called]}"] + [
-                f"{_class_name(type(model.get_submodule('.'.join([called, *inner[: depth + 1]]))))}_{inner[depth]}"
-                for depth in range(len(inner))
-            ]
-            continue
-        parts = name.split(".")
-        names[name] = [
-            f"{_class_name(type(model.get_submodule('.'.join(parts[: depth + 1]))))}_{parts[depth]}" for depth in range(len(parts))
-        ]
+        # A module a flattened call reaches is spelled from that call down; any other, from the root down.
+        start, levels = (called, [level(called, flat[called])]) if called is not None else ("", [])
+        parts = name[len(start) :].lstrip(".").split(".") if name != start else []
+        prefix = start.split(".") if start else []
+        levels += [level(".".join(prefix + parts[: depth + 1]), part) for depth, part in enumerate(parts)]
+        names[name] = levels
     return names
 
 

@@ -14,7 +14,6 @@ so the release is made on any machine and finished on the device:
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -64,7 +63,7 @@ class TensorRT(OnnxBackend):
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        missing = [package for module, package in _NEEDED.items() if importlib.util.find_spec(module) is None]
+        missing = cls.missing_packages(_NEEDED)
         if missing:
             return f"{', '.join(missing)} not installed; pip install 'compressor[tensorrt]'"
         return None

@@ -36,35 +36,20 @@ class OnnxBackend(Runtime):
     """A runtime whose artifacts are ONNX files. Subclasses set `name`, `Options`, `providers` and implement
     `quantize_nodes` and `finish_fake_quantized`."""
 
-    def export(
-        self, model: nn.Module, card: ModelCard, plan: QuantizationPlan | None, out: Path, original: nn.Module | None = None
-    ) -> list[Artifact]:
+    FINAL, BASELINE, PRUNED_FP32 = FINAL, BASELINE, PRUNED_FP32
+
+    def write_fp32(self, model: nn.Module, card: ModelCard, path: Path) -> Path:
         from compressor.runtimes.onnx.export import export_onnx
 
-        opset = self.options.opset
-        if original is None:
-            fp32 = export_onnx(model, card, out / (BASELINE if plan else FINAL), opset=opset)
-            if plan is None:
-                return [Artifact(fp32, "onnx", "fp32", "final")]
-            baseline = Artifact(fp32, "onnx", "fp32", "baseline")
-            return [baseline, self._quantized(fp32, plan, card, out / FINAL)]
-        baseline = Artifact(export_onnx(original, card, out / BASELINE, opset=opset), "onnx", "fp32", "baseline")
-        if plan is None:
-            return [baseline, Artifact(export_onnx(model, card, out / FINAL, opset=opset), "onnx", "fp32", "final")]
-        # The quantizer's fp32 input is the pruned model's export, not the baseline; it is not part of the release.
-        scratch = export_onnx(model, card, out / PRUNED_FP32, opset=opset)
-        try:
-            return [baseline, self._quantized(scratch, plan, card, out / FINAL)]
-        finally:
-            scratch.unlink(missing_ok=True)
+        return export_onnx(model, card, path, opset=self.options.opset)
 
-    def _quantized(self, fp32: Path, plan: QuantizationPlan, card: ModelCard, out: Path) -> Artifact:
+    def fp32_artifact(self, fp32: Path, role) -> Artifact:
+        return Artifact(fp32, "onnx", "fp32", role)
+
+    def quantized(self, fp32: Path, plan: QuantizationPlan, card: ModelCard, out: Path) -> Artifact:
         if isinstance(plan, FakeQuantizedPlan):
             return self._export_fake_quantized(plan, card, out)
         return self._quantize_calibrated(fp32, plan, card, out)
-
-    def artifact_names(self, quantized: bool, changes_model: bool = False) -> list[str]:
-        return [BASELINE, FINAL] if quantized or changes_model else [FINAL]
 
     def quantize_nodes(self, fp32: Path, out: Path, plan: CalibrationPlan, float_nodes: list[str], cache: Path) -> Path:
         """Write the Q/DQ model of `fp32` calibrated as `plan` says, the nodes `float_nodes` left in float.
