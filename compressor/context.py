@@ -1,4 +1,5 @@
-"""RunContext: what every stage may read during a run (seed, work folder, frozen reference model, model card)."""
+"""RunContext: what every stage may read during a run (seed, work folder, frozen reference model, model card,
+and the sampler that says how the model makes images)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch.nn as nn
 from compressor.checkpoint import eval_mode
 from compressor.config import ResolvedConfig
 from compressor.modelcard import ModelCard, sample_inputs
+from compressor.sampler import Sampler, sampler_for, torch_call, trajectory_inputs
 
 
 @dataclass
@@ -28,6 +30,12 @@ class RunContext:
     resume: bool = False
     fingerprint: str = ""  # the input checkpoint's and the resolved config's hashes: what a saved state was made for
     progress: Callable[[str], None] = field(default=lambda detail: None, repr=False)  # the running stage's progress text
+    sampler: Sampler | None = field(default=None, repr=False)
+    _trajectories: dict = field(default_factory=dict, repr=False)  # model_inputs already recorded, by (count, offset)
+
+    def __post_init__(self) -> None:
+        if self.sampler is None:
+            self.sampler = sampler_for(self.card)
 
     @classmethod
     def create(
@@ -38,9 +46,26 @@ class RunContext:
         # Callers run it under torch.no_grad() (TorchScript parameters refuse requires_grad_ changes).
         reference = eval_mode(copy.deepcopy(model))
         fingerprint = f"{input_sha256}:{config.sha256()}"
+        # What stages make with torch's global generator (a fresh student, adapters) is seeded too: a rerun, or
+        # another torchrun rank, starts from the same weights.
+        torch.manual_seed(config.seed)
         return cls(config=config, card=card, work_dir=work_dir, reference=reference, state_dir=state_dir, resume=resume,
                    fingerprint=fingerprint)
 
     def samples(self, batch: int, offset: int = 0) -> dict[str, torch.Tensor]:
         """Seeded prior samples; `offset` keeps uses apart (parity vs calibration never share latents)."""
         return sample_inputs(self.card, batch, self.config.seed + offset)
+
+    def model_inputs(self, count: int, offset: int = 0) -> dict[str, torch.Tensor]:
+        """`count` inputs of single model calls as sampling really produces them, for everything that feeds the
+        model one call at a time (calibration, parity, distillation, QAT, pruning): prior samples for a one-step
+        model; for a diffusion model, the inputs the reference model's own sampling loops gave it at every step."""
+        if self.sampler.steps == 1:
+            return self.samples(count, offset)
+        key = (count, offset)
+        if key not in self._trajectories:
+            recorded = trajectory_inputs(self.sampler, torch_call(self.reference), count, self.config.seed + offset)
+            if len(self._trajectories) >= 8:  # training asks for a new batch every step: keep only the recent ones
+                self._trajectories.pop(next(iter(self._trajectories)))
+            self._trajectories[key] = {name: torch.from_numpy(array) for name, array in recorded.items()}
+        return self._trajectories[key]

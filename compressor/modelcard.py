@@ -73,6 +73,31 @@ class OutputSpec(BaseModel):
     )
 
 
+# The diffusers schedulers a card may name (their integer timesteps feed an int64 timestep input).
+SCHEDULERS = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler", "dpm-solver": "DPMSolverMultistepScheduler"}
+
+
+class SamplerSpec(BaseModel):
+    """How the model makes an image from its prior. Without one, an image is one call of the model on prior
+    samples (a GAN generator, a VAE decoder). With one, the model is a diffusion network called `steps` times by
+    a diffusers scheduler: x_T is drawn from the `sample` input's prior, each call gets x_t and the step's
+    integer timestep, and other inputs (conditioning) are drawn once per image and held."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    scheduler: str = Field(description=f"One of {sorted(SCHEDULERS)} (diffusers' {', '.join(SCHEDULERS.values())}).")
+    steps: int = Field(gt=0, le=1000, description="Denoising steps per image (model calls per image).")
+    sample: str = Field("sample", description="The input that carries x_t.")
+    timestep: str = Field("timestep", description="The input that carries the step's timestep (int64, one per sample).")
+    range: tuple[float, float] | None = Field(None, description="Value range of the generated images, e.g. [-1, 1].")
+    config: dict = Field(default_factory=dict, description="The scheduler's config (the keys of diffusers' scheduler_config.json).")
+
+    @model_validator(mode="after")
+    def _known_scheduler(self) -> SamplerSpec:
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler '{self.scheduler}'; known: {', '.join(sorted(SCHEDULERS))}")
+        return self
+
+
 class ModelCard(BaseModel):
     """Everything compressor needs to know about a model besides its weights."""
 
@@ -85,12 +110,31 @@ class ModelCard(BaseModel):
     weights: str | None = Field(None, description="Weights file in the folder (.safetensors or state_dict .pt).")
     inputs: dict[str, InputSpec] = Field(description="Model inputs, in the order forward() takes them.")
     outputs: dict[str, OutputSpec] = Field(default_factory=lambda: {"output": OutputSpec()})
+    sampler: SamplerSpec | None = Field(None, description="How images are made when it takes more than one call (diffusion).")
 
     @model_validator(mode="after")
     def _names_distinct(self) -> ModelCard:
         clash = sorted(set(self.inputs) & set(self.outputs))
         if clash:
             raise ValueError(f"{clash} named both an input and an output; rename one (exported graphs need distinct names)")
+        return self
+
+    @model_validator(mode="after")
+    def _sampler_fits_inputs(self) -> ModelCard:
+        if self.sampler is None:
+            return self
+        for role in ("sample", "timestep"):
+            name = getattr(self.sampler, role)
+            if name not in self.inputs:
+                raise ValueError(f"sampler.{role} names '{name}', which is not one of the inputs {sorted(self.inputs)}")
+        timestep = self.inputs[self.sampler.timestep]
+        if timestep.dtype != "int64" or timestep.shape != ():
+            raise ValueError(
+                f"the timestep input '{self.sampler.timestep}' must be one int64 per sample (shape: [], dtype: int64, "
+                f"prior: integers), not shape {list(timestep.shape)} {timestep.dtype}: schedulers give integer timesteps"
+            )
+        if self.inputs[self.sampler.sample].dtype != "float32":
+            raise ValueError(f"the sample input '{self.sampler.sample}' must be float32")
         return self
 
     @property

@@ -3,11 +3,13 @@
 For every prunable channel group (compressor/pruning/channels.py) and each ratio, only that group is cut
 (its weakest channels by magnitude); every whole block (compressor/pruning/blocks.py) is removed alone; for
 every conv/linear layer and each precision the target runs below fp32, only that layer is rounded to it.
-Each setting is scored on seeded prior samples against the unchanged model's outputs, computed once: PSNR
+Each setting is scored on what the model generates from seeded start states through the model card's sampler
+(the whole denoising loop of a diffusion model, so a layer's error is weighed by how it compounds over the steps)
+against the unchanged model's images, computed once: PSNR
 and the FD-surrogate, and FID when asked (an Inception extractor passed in: about 4 images/s on 2 cores,
 so it multiplies the cost; on the few samples a table uses it ranks settings on the same latents and is not
-comparable with published FIDs). The cost is one forward pass over the samples per layer
-x setting. Results are cached by a hash of the model's weights and the settings, so a second run (or the
+comparable with published FIDs). The cost is one generation of the samples (sampler steps x forward passes)
+per layer x setting; torchrun shares the settings out across processes (compressor/distributed.py). Results are cached by a hash of the model's weights and the settings, so a second run (or the
 prune stage allocating ratios from the table) is instant.
 
 The quantization column is simulated in torch: weights rounded per output channel (symmetric, the target's
@@ -30,9 +32,11 @@ import torch
 import torch.nn as nn
 
 from compressor.cache import cache_dir
+from compressor.distributed import world
 from compressor.errors import CompressorError
 from compressor.evaluate.paired import data_range_of, psnr
-from compressor.modelcard import as_output_list, sample_inputs
+from compressor.modelcard import sample_inputs
+from compressor.sampler import generate_all, sampler_for, torch_call
 from compressor.seeds import SENSITIVITY_SEED_OFFSET
 
 if TYPE_CHECKING:
@@ -59,13 +63,16 @@ def analyse(
         "fid": fid.sha256 if fid is not None else None,
     }
     path = cache_dir("sensitivity") / f"{_model_hash(model, settings)}.json"
-    if path.is_file():
-        return {**json.loads(path.read_text()), "cached": True}
+    ranks = world()
+    cached = ranks.from_main(lambda: json.loads(path.read_text()) if path.is_file() else None)  # one answer for all ranks
+    if cached is not None:
+        return {**cached, "cached": True}
     table = _measure(model, card, target, settings, rules, progress or (lambda detail: None), fid)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(table))
-    os.replace(tmp, path)
+    if ranks.is_main:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(table))
+        os.replace(tmp, path)
     return {**table, "cached": False}
 
 
@@ -77,13 +84,19 @@ def _measure(model: nn.Module, card: ModelCard, target: Target, settings: dict, 
     from compressor.summary import summarize
 
     start = time.perf_counter()
-    inputs = tuple(sample_inputs(card, settings["samples"], settings["seed"] + SENSITIVITY_SEED_OFFSET).values())
-    example = tuple(t[:2] for t in inputs)
+    seed = settings["seed"] + SENSITIVITY_SEED_OFFSET
+    sampler = sampler_for(card)
+    begin = sampler.start(settings["samples"], seed)
+
+    def generated(trial: nn.Module) -> np.ndarray:  # what `trial` makes from the same start states and noise
+        return generate_all(sampler, torch_call(trial), begin, settings["samples"], seed)
+
+    example = tuple(sample_inputs(card, 2, seed).values())  # one call's inputs: shapes for the dependency graph
     model = copy.deepcopy(model).eval()
-    reference = _outputs(model, inputs)
-    value_range = data_range_of(card.output_range, reference)
-    features = RandomConvFeatures() if _images(card, reference) else None
-    unit_range = card.output_range or (float(reference.min()), float(reference.max()))
+    reference = generated(model)
+    value_range = data_range_of(sampler.range, reference)
+    features = RandomConvFeatures() if _images(sampler, reference) else None
+    unit_range = sampler.range or (float(reference.min()), float(reference.max()))
     reference_features = _features(features, reference, unit_range) if features is not None else None  # once, not per setting
     if fid is not None and features is None:
         raise CompressorError(f"FID needs image outputs; this model's first output has shape {list(reference.shape[1:])}: "
@@ -97,14 +110,18 @@ def _measure(model: nn.Module, card: ModelCard, target: Target, settings: dict, 
         groups, not_prunable = {}, {"all channel groups": exc.message}
     layers = [name for name, module in model.named_modules() if isinstance(module, _QUANTIZABLE)]
     candidates = removable_blocks(model, example)
-    total = len(groups) * len(settings["ratios"]) + len(candidates) + len(layers) * len(settings["precisions"])
+    jobs = [("channels", name, ratio) for name in groups for ratio in settings["ratios"]]
+    jobs += [("blocks", name, None) for name in candidates] + [("precision", layer, p) for layer in layers for p in settings["precisions"]]
+    ranks = world()
+    mine = ranks.shard(range(len(jobs)))  # under torchrun each rank measures its share of the settings
     done = 0
 
     def score(outputs: np.ndarray) -> dict[str, float]:
         nonlocal done
         done += 1
         elapsed = time.perf_counter() - start
-        progress(f"{done}/{total}, about {elapsed / done * (total - done):.0f} s left")
+        share = f" (this process's share of {len(jobs)})" if ranks.distributed else ""
+        progress(f"{done}/{len(mine)}{share}, about {elapsed / done * (len(mine) - done):.0f} s left")
         row = {"psnr_db": psnr(reference, outputs, value_range)}
         if features is not None:
             row["fd_surrogate"] = frechet_distance_of_features(reference_features, _features(features, outputs, unit_range))
@@ -112,30 +129,39 @@ def _measure(model: nn.Module, card: ModelCard, target: Target, settings: dict, 
             row["fid"] = frechet_distance_of_features(reference_fid, _features(fid, outputs, unit_range))
         return row
 
-    channels = {}
-    for name, group in groups.items():
-        row = {"channels": group.channels, "layers": group.layers, "settings": {}}
-        for ratio in settings["ratios"]:
-            kept = group.kept_count(ratio, settings["multiple"])
+    def measure(kind: str, name: str, setting) -> dict[str, Any]:
+        if kind == "channels":
+            kept = groups[name].kept_count(setting, settings["multiple"])
             pruned = copy.deepcopy(model)
             graph = PrunableGraph(pruned, example, rules, check_heads=False)  # `name` comes from the checked graph
             graph.prune(name, graph.keep_strongest(name, kept))
             failure = forward_fails(model, pruned, example)
             if failure:  # the user's code fixes a width the graph cannot see (e.g. a view to a stored channel count)
-                not_prunable[name] = f"cutting it breaks the forward pass ({failure}); skip rule: {{match: '{name}', skip: true}}"
-                break
+                return {"failure": f"cutting it breaks the forward pass ({failure}); skip rule: {{match: '{name}', skip: true}}"}
             macs = summarize(pruned, card)["macs_per_sample"]
-            row["settings"][str(ratio)] = {"kept": kept, "macs_fraction": macs / base_macs, **score(_outputs(pruned, inputs))}
-        else:
-            channels[name] = row
-    blocks = {}
-    for name in candidates:
-        trial = copy.deepcopy(model)
-        remove_blocks(trial, [name])
-        blocks[name] = {"macs_fraction": summarize(trial, card)["macs_per_sample"] / base_macs, **score(_outputs(trial, inputs))}
-    precision = {}
-    for layer in layers:
-        precision[layer] = {p: score(_quantized_outputs(model, layer, p, target, inputs)) for p in settings["precisions"]}
+            return {"kept": kept, "macs_fraction": macs / base_macs, **score(generated(pruned))}
+        if kind == "blocks":
+            trial = copy.deepcopy(model)
+            remove_blocks(trial, [name])
+            return {"macs_fraction": summarize(trial, card)["macs_per_sample"] / base_macs, **score(generated(trial))}
+        return score(_quantized_outputs(model, name, setting, target, generated))
+
+    rows = {index: measure(*jobs[index]) for index in mine}
+    rows = {index: row for part in ranks.gather(rows) for index, row in part.items()}
+    channels, blocks, precision = {}, {}, {}
+    for index, (kind, name, setting) in enumerate(jobs):
+        row = rows[index]
+        if kind == "channels" and name not in not_prunable:
+            if "failure" in row:
+                not_prunable[name] = row["failure"]
+                channels.pop(name, None)
+            else:
+                entry = channels.setdefault(name, {"channels": groups[name].channels, "layers": groups[name].layers, "settings": {}})
+                entry["settings"][str(setting)] = row
+        elif kind == "blocks":
+            blocks[name] = row
+        elif kind == "precision":
+            precision.setdefault(name, {})[setting] = row
     return {
         "settings": {k: v for k, v in settings.items() if k != "card"}, "base_macs": base_macs,
         "channels": channels, "not_prunable": not_prunable, "blocks": blocks, "precision": precision,
@@ -147,16 +173,10 @@ def _quantized_precisions(target: Target) -> list[str]:
     return [p for p in ("int8", "fp16") if p in target.precisions]
 
 
-def _outputs(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> np.ndarray:
-    with torch.no_grad():
-        return as_output_list(model(*inputs))[0].numpy()
-
-
-def _images(card: ModelCard, outputs: np.ndarray) -> bool:
+def _images(sampler, outputs: np.ndarray) -> bool:
     from compressor.evaluate.images import is_image_batch
 
-    first = next(iter(card.outputs.values()), None)
-    return is_image_batch(outputs.shape) and (first is None or first.image is not False)
+    return is_image_batch(outputs.shape) and sampler.image_declared is not False
 
 
 def _features(extractor, images: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
@@ -167,8 +187,8 @@ def _features(extractor, images: np.ndarray, value_range: tuple[float, float]) -
     return extract(extractor, to_unit_rgb(images, value_range))
 
 
-def _quantized_outputs(model: nn.Module, layer: str, precision: str, target: Target, inputs) -> np.ndarray:
-    """Outputs with only `layer`'s weights and input rounded to `precision` (see the module docstring)."""
+def _quantized_outputs(model: nn.Module, layer: str, precision: str, target: Target, generated) -> np.ndarray:
+    """What the model generates with only `layer`'s weights and input rounded to `precision` (module docstring)."""
     module = dict(model.named_modules())[layer]
     original = module.weight.data.clone()
     rules = target.quantization
@@ -177,10 +197,10 @@ def _quantized_outputs(model: nn.Module, layer: str, precision: str, target: Tar
         round_input = lambda x: x.half().float()  # noqa: E731
     else:
         module.weight.data = _fake_quant_weight(original, module, rules.weight_bits)
-        round_input = _activation_rounder(model, module, inputs, symmetric=rules.activations == "int8")
+        round_input = _activation_rounder(model, module, generated, symmetric=rules.activations == "int8")
     handle = module.register_forward_pre_hook(lambda mod, args: (round_input(args[0]), *args[1:]))
     try:
-        return _outputs(model, inputs)
+        return generated(model)
     finally:
         handle.remove()
         module.weight.data = original
@@ -194,11 +214,12 @@ def _fake_quant_weight(weight: torch.Tensor, module: nn.Module, bits: int) -> to
     return (weight / scale).round().clamp(-levels, levels) * scale
 
 
-def _activation_rounder(model: nn.Module, module: nn.Module, inputs, symmetric: bool):
+def _activation_rounder(model: nn.Module, module: nn.Module, generated, symmetric: bool):
+    """Round a layer's input to the range it takes over a whole generation (every step of a diffusion loop)."""
     seen = []
     handle = module.register_forward_pre_hook(lambda mod, args: seen.append((float(args[0].min()), float(args[0].max()))))
     try:
-        _outputs(model, inputs)
+        generated(model)
     finally:
         handle.remove()
     low, high = min(s[0] for s in seen), max(s[1] for s in seen)

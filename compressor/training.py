@@ -8,6 +8,11 @@ training stops early once `patience` checks in a row did not improve; the best w
 end. With a checkpoint, the whole state (weights, optimizer, schedule, best so far) is written atomically
 every `check_every` steps, so an interrupted run continues where it was (`resume=True`); the file carries a
 fingerprint of the settings, and one written for other settings is refused.
+
+Under torchrun (compressor/distributed.py) every rank runs this loop on its slice of each step's batch: the
+gradients are averaged over the ranks before each step, so all ranks keep the same weights; rank 0 alone runs
+the held-out check (its verdict is sent to all) and writes the checkpoint, and a resumed run sends rank 0's
+saved state to every rank.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from compressor.distributed import world
 from compressor.errors import UsageError
 
 Progress = Callable[[str], None]
@@ -67,7 +73,9 @@ def train(
     progress: Progress | None = None,
 ) -> TrainResult:
     """Train the trainable parameters of `modules` (by name: the student, its adapters) for `steps` steps."""
+    ranks = world()
     parameters = [p for module in modules.values() for p in module.parameters() if p.requires_grad]
+    ranks.broadcast_state(list(modules.values()))
     optimizer = torch.optim.Adam(parameters, lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
     result, start_step, stale = TrainResult(), 0, 0
@@ -82,20 +90,21 @@ def train(
         loss = step_loss(step)
         optimizer.zero_grad()
         loss.backward()
+        ranks.average_gradients(parameters)
         optimizer.step()
         schedule.step()
-        result.losses.append(loss.item())
+        result.losses.append(_mean_over_ranks(loss.detach()))
         done = step + 1
         if progress:
             progress(_progress_text(done, steps, result.losses[-1], time.perf_counter() - start, done - start_step))
         if check is not None and check_every and (done % check_every == 0 or done == steps):
-            value = _checked(modules, check)
+            value = ranks.from_main(lambda: _checked(modules, check))  # the same verdict, so every rank stops together
             result.checks.append((done, value))
             if result.best is None or value > result.best[1]:
                 result.best, best_state, stale = (done, value), _state(modules), 0
             else:
                 stale += 1
-            if checkpoint is not None:
+            if checkpoint is not None and ranks.is_main:
                 _save(checkpoint, done, modules, optimizer, schedule, result, best_state, stale)
             if patience is not None and stale >= patience:
                 result.stopped_early = True
@@ -106,9 +115,19 @@ def train(
         for name, module in modules.items():
             module.load_state_dict(best_state[name])
     result.seconds = time.perf_counter() - start
-    if checkpoint is not None:
+    if checkpoint is not None and ranks.is_main:
         checkpoint.path.unlink(missing_ok=True)  # finished: nothing left to resume
     return result
+
+
+def _mean_over_ranks(loss: torch.Tensor) -> float:
+    """The whole batch's loss: each rank's loss is the mean over its equal slice."""
+    ranks = world()
+    if ranks.distributed:
+        loss = loss.clone()
+        torch.distributed.all_reduce(loss)
+        loss /= ranks.size
+    return loss.item()
 
 
 def _freeze_norm_statistics(module: nn.Module) -> None:
@@ -156,14 +175,9 @@ def _save(checkpoint: Checkpoint, step: int, modules, optimizer, schedule, resul
 
 
 def _restore(checkpoint: Checkpoint, modules, optimizer, schedule, result: TrainResult):
-    """Load the checkpoint into the modules, optimizer and schedule; (next step, best weights, stale checks)."""
-    if not checkpoint.path.is_file():
-        raise UsageError(f"--resume: no checkpoint at {checkpoint.path} (the run finished, or never reached its first "
-                         "check); run again without --resume")
-    state = torch.load(checkpoint.path, weights_only=True)  # plain tensors and numbers: no pickle runs
-    if state.get("fingerprint") != checkpoint.fingerprint:
-        raise UsageError(f"--resume: {checkpoint.path} was written by a run with other settings or another model; "
-                         "run without --resume to start over (it replaces the checkpoint)")
+    """Load the checkpoint into the modules, optimizer and schedule; (next step, best weights, stale checks).
+    Under torchrun rank 0 reads it and every rank gets its state (other nodes do not have the file)."""
+    state = world().from_main(lambda: _read_checkpoint(checkpoint))
     for name, module in modules.items():
         module.load_state_dict(state["modules"][name])
     optimizer.load_state_dict(state["optimizer"])
@@ -172,3 +186,14 @@ def _restore(checkpoint: Checkpoint, modules, optimizer, schedule, result: Train
     result.best = tuple(state["best"]) if state["best"] else None
     result.checks = [tuple(c) for c in state["checks"]]
     return state["step"], state["best_state"], state["stale"]
+
+
+def _read_checkpoint(checkpoint: Checkpoint) -> dict:
+    if not checkpoint.path.is_file():
+        raise UsageError(f"--resume: no checkpoint at {checkpoint.path} (the run finished, or never reached its first "
+                         "check); run again without --resume")
+    state = torch.load(checkpoint.path, weights_only=True)  # plain tensors and numbers: no pickle runs
+    if state.get("fingerprint") != checkpoint.fingerprint:
+        raise UsageError(f"--resume: {checkpoint.path} was written by a run with other settings or another model; "
+                         "run without --resume to start over (it replaces the checkpoint)")
+    return state

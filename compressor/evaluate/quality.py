@@ -1,6 +1,7 @@
 """Quality of artifacts judged on what they generate, against the original (reference) torch model.
 
-On the same seeded latents (QUALITY_SEED_OFFSET) the reference and each artifact generate images:
+On the same seeded start states (QUALITY_SEED_OFFSET) the reference and each artifact generate images through
+the model card's sampler (one call for a GAN or VAE, the whole denoising loop for a diffusion UNet):
   - paired: PSNR and SSIM of artifact vs reference outputs;
   - distribution: the Frechet distance to a reference set, with FID's Inception features when weights
     are available and always with the FD-surrogate (random conv features). The reference set is the
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import torch
 
 from compressor.evaluate import fd_surrogate, fid
 from compressor.evaluate.features import FeatureExtractor, extract, extract_cached
@@ -31,7 +31,7 @@ from compressor.evaluate.frechet import (
 )
 from compressor.evaluate.images import is_image_batch, to_unit_rgb
 from compressor.evaluate.paired import data_range_of, psnr, ssim
-from compressor.modelcard import as_output_list
+from compressor.sampler import generate_all, torch_call
 from compressor.seeds import QUALITY_REFERENCE_SEED_OFFSET, QUALITY_SEED_OFFSET
 
 if TYPE_CHECKING:
@@ -76,24 +76,6 @@ def prepare_fid(settings: QualitySettings, budget_needs_fid: bool = False) -> Fi
     return FidSource(extractor=inception, reference_stats=stats, stats_file=settings.fid_stats)
 
 
-def torch_runner(model: torch.nn.Module) -> Runner:
-    """A runner (input arrays by name -> output arrays) for a torch model, like the runtimes' runners."""
-
-    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        with torch.no_grad():
-            out = model(*(torch.from_numpy(v) for v in feeds.values()))
-        return [t.numpy() for t in as_output_list(out)]
-
-    return run
-
-
-def generate(runner: Runner, latents: dict[str, np.ndarray], batch: int) -> np.ndarray:
-    """The first output of `runner` over all latents, `batch` at a time."""
-    count = len(next(iter(latents.values())))
-    chunks = [runner({k: v[i : i + batch] for k, v in latents.items()})[0] for i in range(0, count, batch)]
-    return np.concatenate(chunks)
-
-
 @dataclass
 class _ReferenceSet:
     """What one extractor's scores are measured against, and the reference model's own score (the floor)."""
@@ -115,7 +97,7 @@ class QualityEvaluator:
     fid_source: FidSource
     progress: Callable[[str], None] | None = None  # told what a long extraction is doing
     sets: dict[str, _ReferenceSet] = field(default_factory=dict)  # by metric: fd_surrogate, fid
-    # Filled by prepare(): the quality latents, what the reference makes of them, and their value range.
+    # Filled by prepare(): the quality start states (latents, x_T), what the reference makes of them, their value range.
     latents: dict[str, np.ndarray] = field(default_factory=dict)
     reference_outputs: np.ndarray | None = None
     value_range: tuple[float, float] = (0.0, 1.0)
@@ -129,9 +111,9 @@ class QualityEvaluator:
     def prepare(self) -> None:
         """Reference outputs on the quality latents, and each extractor's reference set and floor."""
         self.latents = self._latents(QUALITY_SEED_OFFSET)
-        self.reference_outputs = generate(torch_runner(self.ctx.reference), self.latents, self.settings.batch)
+        self.reference_outputs = self._generate(torch_call(self.ctx.reference), self.latents, QUALITY_SEED_OFFSET)
         self.value_range = self._value_range()
-        self.not_images = image_output_problem(self.reference_outputs.shape, self.ctx.card.output_is_image)
+        self.not_images = image_output_problem(self.reference_outputs.shape, self.ctx.sampler.image_declared)
         if self.not_images:  # PSNR still applies; image metrics and distances do not
             return
         extractors = {"fd_surrogate": fd_surrogate.RandomConvFeatures()}
@@ -147,7 +129,8 @@ class QualityEvaluator:
 
     def describe(self) -> dict[str, Any]:
         """The manifest's record of what artifacts were compared with."""
-        record: dict[str, Any] = {"samples": self.settings.samples, "seed_offset": QUALITY_SEED_OFFSET}
+        record: dict[str, Any] = {"samples": self.settings.samples, "seed_offset": QUALITY_SEED_OFFSET,
+                                  "model_calls_per_sample": self.ctx.sampler.steps}
         for metric, reference_set in self.sets.items():
             record[metric] = {
                 "reference_set": reference_set.description,
@@ -162,7 +145,7 @@ class QualityEvaluator:
 
     def score(self, runner: Runner, with_fid: bool) -> tuple[dict[str, Any], np.ndarray]:
         """Paired and distribution metrics of an artifact's samples; also returns the samples (for the gallery)."""
-        outputs = generate(runner, self.latents, self.settings.batch)
+        outputs = self._generate(runner, self.latents, QUALITY_SEED_OFFSET)
         data_range = float(self.value_range[1] - self.value_range[0])
         record: dict[str, Any] = {"samples": len(outputs), "psnr_db": psnr(self.reference_outputs, outputs, data_range)}
         if self.not_images:
@@ -199,7 +182,11 @@ class QualityEvaluator:
         return run(extractor, to_unit_rgb(outputs, self.value_range), self.settings.batch, self.progress)
 
     def _latents(self, offset: int) -> dict[str, np.ndarray]:
-        return {k: v.numpy() for k, v in self.ctx.samples(self.settings.samples, offset).items()}
+        return self.ctx.sampler.start(self.settings.samples, self.ctx.config.seed + offset)
+
+    def _generate(self, call: Runner, start: dict[str, np.ndarray], offset: int) -> np.ndarray:
+        """What `call` makes of `start` through the sampler (the same scheduler noise for every call)."""
+        return generate_all(self.ctx.sampler, call, start, self.settings.batch, self.ctx.config.seed + offset)
 
     def _reference_set(self, metric: str, extractor: FeatureExtractor) -> _ReferenceSet:
         """The user's real-image statistics for FID when given, else the reference model's own samples."""
@@ -208,13 +195,13 @@ class QualityEvaluator:
             return _ReferenceSet(extractor, stats, None, f"statistics file {self.fid_source.stats_file} ({stats.count} images)")
         if self.own_samples is None:  # generated once, shared by the extractors
             latents = self._latents(QUALITY_REFERENCE_SEED_OFFSET)
-            self.own_samples = generate(torch_runner(self.ctx.reference), latents, self.settings.batch)
+            self.own_samples = self._generate(torch_call(self.ctx.reference), latents, QUALITY_REFERENCE_SEED_OFFSET)
         features = self._features(extractor, self.own_samples, cached=True)
         description = f"reference model samples ({len(self.own_samples)}, seed offset {QUALITY_REFERENCE_SEED_OFFSET})"
         return _ReferenceSet(extractor, self._stats(extractor, features, warn=False), features, description)
 
     def _value_range(self) -> tuple[float, float]:
-        declared = self.ctx.card.output_range
+        declared = self.ctx.sampler.range
         if declared is not None:
             return tuple(declared)
         low = float(self.reference_outputs.min())  # no declared range: the span the reference actually uses

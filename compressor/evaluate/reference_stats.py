@@ -24,8 +24,8 @@ from compressor.evaluate.images import (
     load_real_images,
     to_unit_rgb,
 )
-from compressor.evaluate.quality import generate, torch_runner
-from compressor.modelcard import CARD_FILE, sample_inputs
+from compressor.modelcard import CARD_FILE
+from compressor.sampler import generate_all, sampler_for, torch_call
 from compressor.seeds import QUALITY_REFERENCE_SEED_OFFSET
 
 Extractor = Literal["inception", "fd-surrogate"]
@@ -65,9 +65,10 @@ def reference_stats(
 
 def _model_samples(source: Path, samples: int, seed: int, batch: int, trust_pickle: bool) -> np.ndarray:
     loaded = load_checkpoint(source, trust_pickle=trust_pickle)
-    latents = sample_inputs(loaded.card, samples, seed + QUALITY_REFERENCE_SEED_OFFSET)
-    outputs = generate(torch_runner(loaded.model), {k: v.numpy() for k, v in latents.items()}, batch)
-    value_range = loaded.card.output_range
+    sampler = sampler_for(loaded.card)
+    start = sampler.start(samples, seed + QUALITY_REFERENCE_SEED_OFFSET)  # what the quality step draws its reference from
+    outputs = generate_all(sampler, torch_call(loaded.model), start, batch, seed + QUALITY_REFERENCE_SEED_OFFSET)
+    value_range = sampler.range
     if not is_image_batch(outputs.shape) or value_range is None:
         raise ImageSetError(
             f"{source}: the model's first output must be [N, 1|3, H, W] images with a declared range "

@@ -177,6 +177,10 @@ def _latency(manifest: Manifest) -> str:
                     f"| `{name}` | {batch} | {stats['median_ms']:.3f} | {stats['p90_ms']:.3f} | "
                     f"{stats['per_sample_ms']:.4f} | {threads} | {stats['runs']} |"
                 )
+        if "per_image" in latency:
+            image = latency["per_image"]
+            rows.append(f"| `{name}` | 1 image ({image['model_calls']} calls) | {image['median_ms']:.3f} | "
+                        f"{image['p90_ms']:.3f} | {image['median_ms']:.4f} | {latency.get('threads', '-')} | {image['runs']} |")
         if latency.get("note") and latency["note"] not in notes:
             notes.append(latency["note"])
     if not rows:

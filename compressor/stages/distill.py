@@ -54,8 +54,11 @@ class DistillConfig(StageConfig):
         import torch
 
         from compressor.distillation import FeatureAdapters, Recorder, output_loss
+        from compressor.distributed import world
         from compressor.training import Checkpoint, train
 
+        ranks = world()
+        ranks.check_batch(self.batch, "stages.distill.batch")
         student = self._student(model, ctx)
         teacher = ctx.reference
         adapters = FeatureAdapters(teacher, student, self._inputs(ctx, DISTILL_TRAIN_SEED_OFFSET, 2)) if self.features else None
@@ -65,7 +68,7 @@ class DistillConfig(StageConfig):
         data = self._user_batches(ctx)
 
         def step_loss(step: int) -> torch.Tensor:
-            inputs = data(step) if data else self._inputs(ctx, DISTILL_TRAIN_SEED_OFFSET + step, self.batch)
+            inputs = ranks.batch_slice(data(step) if data else self._inputs(ctx, DISTILL_TRAIN_SEED_OFFSET + step, self.batch))
             with torch.no_grad(), Recorder(teacher, adapters.layers if adapters else []) as seen:
                 targets = as_output_list(teacher(*inputs))
             with Recorder(student, adapters.layers if adapters else []) as got:
@@ -117,7 +120,7 @@ class DistillConfig(StageConfig):
 
     @staticmethod
     def _inputs(ctx, offset: int, batch: int) -> tuple[torch.Tensor, ...]:
-        return tuple(ctx.samples(batch, offset).values())
+        return tuple(ctx.model_inputs(batch, offset).values())
 
     @staticmethod
     def _checkpoint_path(ctx) -> Path:

@@ -96,11 +96,13 @@ class PruneConfig(StageConfig):
         table = analyse(model, ctx.card, ctx.config.target, ratios=self.ratios, samples=self.samples,
                         seed=ctx.config.seed, rules=self.rules, progress=ctx.progress)
         if self.latency is not None:
+            from compressor.distributed import world
             from compressor.pruning.latency import allocate_for_latency
 
             layer_macs = {row["name"]: row["macs"] for row in summary["layers"] if row["macs"]}
-            allocation, measured = allocate_for_latency(model, graph, table, layer_macs, self.latency, ctx, example,
-                                                        self.rules, self.blocks)
+            # Timed on rank 0 only under torchrun: timings differ between processes, and all must cut the same.
+            allocation, measured = world().from_main(lambda: allocate_for_latency(
+                model, graph, table, layer_macs, self.latency, ctx, example, self.rules, self.blocks))
             return allocation, table, measured
         budget, keep = ("macs", self.macs) if self.macs is not None else ("parameters", self.parameters)
         column = {"macs": "macs", "parameters": "params"}[budget]  # the summary's per-layer columns

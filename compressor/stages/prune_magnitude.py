@@ -76,7 +76,7 @@ class MagnitudePruneConfig(StageConfig):
         if not layers:
             raise _nothing_to_prune(left)
         before_bytes = _compressed_bytes(model)
-        held_out = tuple(ctx.samples(self.check_samples, PRUNE_CHECK_SEED_OFFSET).values())
+        held_out = tuple(ctx.model_inputs(self.check_samples, PRUNE_CHECK_SEED_OFFSET).values())
         # 2:4 is one step (a mask computed again from the kept weights is the same mask); fine-tuning follows it.
         sparsities = magnitude.schedule(self.sparsity, self.iterations) if self.pattern == "unstructured" else [0.5]
         steps = []
@@ -108,12 +108,16 @@ class MagnitudePruneConfig(StageConfig):
         import torch
 
         from compressor.distillation import output_loss
+        from compressor.distributed import world
         from compressor.modelcard import as_output_list
         from compressor.training import train
 
+        ranks = world()
+        ranks.check_batch(self.batch, f"stages.{self.kind}.batch")
+
         def step_loss(step: int) -> torch.Tensor:
             seed = PRUNE_TUNE_SEED_OFFSET + iteration * self.fine_tune_steps + step  # never a latent twice
-            inputs = tuple(ctx.samples(self.batch, seed).values())
+            inputs = ranks.batch_slice(tuple(ctx.model_inputs(self.batch, seed).values()))
             with torch.no_grad():
                 targets = as_output_list(ctx.reference(*inputs))
             return output_loss(as_output_list(model(*inputs)), targets)

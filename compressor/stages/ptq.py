@@ -34,14 +34,14 @@ class PTQConfig(QuantizingStage):
     auto_precision: bool = Field(False, description="Keep the most sensitive layers in float until min_psnr is met.")
 
     def run(self, model, ctx) -> StageResult:
-        from compressor.calibration import batches, prior_samples
+        from compressor.calibration import batches
 
         self.check_target(ctx)
         data, source = self.user_calibration(ctx), self.calibration
         if data is None:
-            data = prior_samples(ctx.card, self.samples, ctx.config.seed + CALIBRATION_SEED_OFFSET)
-            source = f"prior ({self.samples} seeded samples)"
-        probe = {name: t.numpy() for name, t in ctx.samples(32, SENSITIVITY_SEED_OFFSET).items()}
+            inputs = self.data_free_inputs(ctx, self.samples, CALIBRATION_SEED_OFFSET)
+            data, source = {name: t.numpy() for name, t in inputs.items()}, self.data_free_source(ctx)
+        probe = {name: t.numpy() for name, t in ctx.model_inputs(32, SENSITIVITY_SEED_OFFSET).items()}
         plan = CalibrationPlan(
             feeds=batches(data, self.batch), source=source, method=self.method, percentile=self.percentile,
             rules=self.rules, auto_precision=self.auto_precision, min_psnr=self.min_psnr, probe=probe,

@@ -58,7 +58,7 @@ class QATConfig(QuantizingStage):
         seconds, after = time.perf_counter() - start, _psnr(reference, quantized, ctx, held_out)
         metrics = {
             "quantizer": quantizer, "steps": self.steps, "train_seconds": seconds,
-            "calibration": self.calibration or f"prior ({self.samples} seeded samples)", "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
+            "calibration": self.calibration or self.data_free_source(ctx), "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
             "psnr_db_before_training": before, "psnr_db_after_training": after,
         }
         return StageResult(model=model, plan=FakeQuantizedPlan(exportable(quantized), plan, self.min_psnr), metrics=metrics)
@@ -83,7 +83,8 @@ class QATConfig(QuantizingStage):
 
         data = self.user_calibration(ctx)
         if data is None:
-            return [self._inputs(ctx, CALIBRATION_SEED_OFFSET + i, 16) for i in range(-(-self.samples // 16))]
+            inputs = self.data_free_inputs(ctx, self.samples, CALIBRATION_SEED_OFFSET)
+            return [tuple(t[i : i + 16] for t in inputs.values()) for i in range(0, self.samples, 16)]
         from compressor.calibration import batches
 
         return [tuple(torch.from_numpy(a) for a in feed.values()) for feed in batches(data, 16)]
@@ -144,10 +145,14 @@ class QATConfig(QuantizingStage):
         training loop, compressor/training.py; it keeps BatchNorm statistics frozen)."""
         import torch
 
+        from compressor.distributed import world
         from compressor.training import train
 
+        ranks = world()
+        ranks.check_batch(self.batch, "stages.qat.batch")
+
         def step_loss(step: int) -> torch.Tensor:
-            inputs = self._inputs(ctx, QAT_TRAIN_SEED_OFFSET + step, self.batch)
+            inputs = ranks.batch_slice(self._inputs(ctx, QAT_TRAIN_SEED_OFFSET + step, self.batch))
             with torch.no_grad():
                 targets = as_output_list(ctx.reference(*inputs))
             outputs = as_output_list(quantized(*inputs))
@@ -160,7 +165,7 @@ class QATConfig(QuantizingStage):
 
     @staticmethod
     def _inputs(ctx, offset: int, batch: int) -> tuple[torch.Tensor, ...]:
-        return tuple(ctx.samples(batch, offset).values())
+        return tuple(ctx.model_inputs(batch, offset).values())
 
 
 def _nncf_item(inputs: tuple) -> object:

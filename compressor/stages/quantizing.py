@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
@@ -23,6 +23,12 @@ class QuantizingStage(StageConfig):
     samples: int = Field(256, ge=16, description="Prior samples drawn for calibration (data-free).")
     min_psnr: float = Field(30.0, description="Lowest PSNR (dB) vs the fp32 model the int8 artifact may have.")
     rules: list[LayerRule] = Field(default_factory=list, description="Per-layer precision rules; the last match wins.")
+    calibrate_on: Literal["sampling", "prior"] = Field(
+        "sampling",
+        description="Data-free calibration inputs. sampling: what the model's own sampling loops feed it (every "
+        "timestep of a diffusion model); prior: each input drawn from its prior (a random timestep per sample). "
+        "The same for a one-call model.",
+    )
 
     def check_target(self, ctx) -> None:
         target = ctx.config.target
@@ -37,3 +43,14 @@ class QuantizingStage(StageConfig):
         from compressor.calibration import load_calibration
 
         return load_calibration(Path(self.calibration), ctx.card) if self.calibration else None
+
+    def data_free_inputs(self, ctx, count: int, offset: int) -> dict:
+        """`count` data-free calibration inputs (tensors by input name), as `calibrate_on` says."""
+        return ctx.model_inputs(count, offset) if self.calibrate_on == "sampling" else ctx.samples(count, offset)
+
+    def data_free_source(self, ctx) -> str:
+        """How the data-free calibration inputs were made, for the manifest."""
+        steps = ctx.sampler.steps
+        if self.calibrate_on == "prior" or steps == 1:
+            return f"prior ({self.samples} seeded samples)"
+        return f"sampling ({self.samples} model inputs along {-(-self.samples // steps)} sampling loops of {steps} steps)"

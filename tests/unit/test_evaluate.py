@@ -8,6 +8,7 @@ import torch
 from compressor.config import ParitySettings
 from compressor.evaluate.latency import time_callable
 from compressor.evaluate.parity import check_parity
+from compressor.sampler import torch_call
 from compressor.testing.models import TinyGenerator, randomized
 
 
@@ -26,19 +27,19 @@ def model():
 
 
 def test_identical_runner_passes(model):
-    result = check_parity(model, _runner(model), {"z": torch.randn(4, 8)}, ParitySettings())
+    result = check_parity(torch_call(model), _runner(model), {"z": torch.randn(4, 8).numpy()}, ParitySettings())
     assert result["ok"] and result["max_abs_error"] == 0.0 and result["samples"] == 4
 
 
 def test_drifting_runner_fails_with_its_error(model):
-    result = check_parity(model, _runner(model, noise=1e-2), {"z": torch.randn(4, 8)}, ParitySettings())
+    result = check_parity(torch_call(model), _runner(model, noise=1e-2), {"z": torch.randn(4, 8).numpy()}, ParitySettings())
     assert not result["ok"]
     assert result["max_abs_error"] == pytest.approx(1e-2, rel=1e-3)
 
 
 def test_tolerance_scales_with_output_magnitude(model):
     loose = ParitySettings(atol=0.0, rtol=0.05)
-    assert check_parity(model, _runner(model, noise=1e-2), {"z": torch.randn(4, 8)}, loose)["ok"]
+    assert check_parity(torch_call(model), _runner(model, noise=1e-2), {"z": torch.randn(4, 8).numpy()}, loose)["ok"]
 
 
 def test_time_callable_counts_warmup_and_runs():

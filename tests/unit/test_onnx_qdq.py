@@ -181,6 +181,14 @@ def test_concat_inputs_are_quantized_once_onto_the_concat_grid():
     assert scales == {"sc"}
 
 
+def test_concat_inputs_of_very_different_ranges_keep_their_own_grids():
+    """A UNet skip: an input with a tenth of the other's range would lose more than 3 bits on the shared grid."""
+    model = _phases_into_a_concat(scales=(0.004, 0.05))
+    assert share_concat_scales(model) == 0
+    scales = {node.input[1] for node in model.graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")}
+    assert scales == {"s0", "s1", "sc"}
+
+
 def test_float_tails_are_the_normalization_and_the_elementwise_chain_after_it():
     from compressor.runtimes.onnxruntime_quantize import float_tails
 

@@ -16,7 +16,9 @@ on it than it needs to be (docs/architecture.md, 'int8 on ORT CPU'):
   input straight onto the Concat's output grid instead: one rounding (not bit-exact: the result is the
   nearer grid point, where two roundings could land one step off), and the Concat only copies. Only the
   output scales of the producers change, so their int32 biases (input scale x weight scale) stay valid.
-  (NNCF unifies concat scales itself.)
+  (NNCF unifies concat scales itself.) Not where the inputs' ranges differ by more than
+  `CONCAT_SHARED_RANGE_RATIO`: a UNet's skip concat joins an encoder feature and a decoder feature of very
+  different ranges, and on the wider grid the narrow one would lose more than 2 of its 8 bits; each keeps its own.
 - NNCF leaves biases in float. ORT fuses a Gemm into QGemm only with an int32 bias behind a
   DequantizeLinear (scale = input scale x weight scale, zero point 0), the form its own quantizer writes;
   `quantize_biases` writes that form (rounding the bias to 1/(input scale x weight scale), as every int8
@@ -98,9 +100,13 @@ def requantize_before_convs(model: onnx.ModelProto) -> int:
     return inserted
 
 
+# Concat inputs whose scales differ by more than this keep their own grids (a 4x wider grid costs 2 bits).
+CONCAT_SHARED_RANGE_RATIO = 4.0
+
+
 def share_concat_scales(model: onnx.ModelProto) -> int:
-    """Put every quantized input of a Concat on the grid of the Concat's quantized output (see the module
-    docstring). Returns the count of Concats changed."""
+    """Put every quantized input of a Concat on the grid of the Concat's quantized output, unless their ranges
+    differ too much (see the module docstring). Returns the count of Concats changed."""
     graph = model.graph
     producers = graph_producers(graph)
     readers = graph_readers(graph)
@@ -112,6 +118,9 @@ def share_concat_scales(model: onnx.ModelProto) -> int:
             continue
         chains = [_quantized_chain(name, producers, readers) for name in concat.input]
         if any(not chain or not all(_per_tensor(q, values) for q, _ in chain) for chain in chains):
+            continue
+        scales = [float(values[chain[0][0].input[1]]) for chain in chains]
+        if max(scales) > CONCAT_SHARED_RANGE_RATIO * min(scales):  # a skip joining ranges far apart: quantized per input
             continue
         for quantize, dequantize in (pair for chain in chains for pair in chain):
             quantize.input[1:3] = after[0].input[1:3]
