@@ -97,7 +97,8 @@ def _row(record: dict, manifest: dict, calibration: str | None) -> dict:
             row[metric] = {key: quality[metric][key] for key in ("value", "reference_model_score", "delta")}
     if calibration is not None:
         ptq = next(stage for stage in manifest["stages"] if stage["name"] == "ptq")
-        row["calibration"] = ptq["metrics"]["calibration"]
+        source = ptq["metrics"]["calibration"]
+        row["calibration"] = source if calibration != "one timestep" else f"one timestep (t={Path(source).stem.split('-')[-1]}, 256 samples)"
     return row
 
 

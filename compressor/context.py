@@ -58,7 +58,7 @@ class RunContext:
 
     def model_inputs(self, count: int, offset: int = 0) -> dict[str, torch.Tensor]:
         """`count` inputs of single model calls as sampling really produces them, for everything that feeds the
-        model one call at a time (calibration, parity, distillation, QAT, pruning): prior samples for a one-step
+        model one call at a time (calibration, distillation, QAT, pruning, the auto-precision probe): prior samples for a one-step
         model; for a diffusion model, the inputs the reference model's own sampling loops gave it at every step."""
         if self.sampler.steps == 1:
             return self.samples(count, offset)

@@ -13,6 +13,8 @@ def check_all() -> dict[str, str | None]:
     checks.update(_targets())
     checks["cuda gpu"] = _cuda_reason()
     checks["extra qat (nncf)"] = None if importlib.util.find_spec("nncf") else "NNCF is not installed; pip install -e '.[qat]'"
+    checks["extra diffusion (diffusers)"] = None if importlib.util.find_spec("diffusers") else (
+        "diffusers is not installed: model cards with a sampler (diffusion models) cannot run; pip install -e '.[diffusion]'")
     checks["int8 vnni"] = _vnni_reason()
     checks["fid weights"] = _fid_reason()
     return checks

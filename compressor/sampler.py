@@ -159,6 +159,6 @@ def _scheduler_class(name: str):
         import diffusers
     except ImportError as exc:
         raise ConfigError(
-            "the model card's sampler needs diffusers' schedulers: pip install 'compressor[diffusion]'"
+            "the model card's sampler needs diffusers' schedulers: pip install -e '.[diffusion]'"
         ) from exc
     return getattr(diffusers, SCHEDULERS[name])

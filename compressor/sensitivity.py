@@ -9,7 +9,8 @@ against the unchanged model's images, computed once: PSNR
 and the FD-surrogate, and FID when asked (an Inception extractor passed in: about 4 images/s on 2 cores,
 so it multiplies the cost; on the few samples a table uses it ranks settings on the same latents and is not
 comparable with published FIDs). The cost is one generation of the samples (sampler steps x forward passes)
-per layer x setting; torchrun shares the settings out across processes (compressor/distributed.py). Results are cached by a hash of the model's weights and the settings, so a second run (or the
+per layer x setting; torchrun shares the settings out across processes (compressor/distributed.py). Results
+are cached by a hash of the model's weights and the settings, so a second run (or the
 prune stage allocating ratios from the table) is instant.
 
 The quantization column is simulated in torch: weights rounded per output channel (symmetric, the target's
@@ -45,7 +46,9 @@ if TYPE_CHECKING:
     from compressor.layer_rules import LayerRule
     from compressor.modelcard import ModelCard
 
-CACHE_VERSION = 4  # 2: groups whose cut breaks the forward pass are not prunable; 3: whole blocks removed; 4: FID, attention heads
+# 2: groups whose cut breaks the forward pass are not prunable; 3: whole blocks removed; 4: FID, attention heads;
+# 5: a model with a sampler (diffusion) is scored on the images of its whole loop
+CACHE_VERSION = 5
 _QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
 
 
