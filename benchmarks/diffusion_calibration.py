@@ -37,6 +37,7 @@ from compressor.sampler import sampler_for
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "digits-ddpm"
 CALIBRATIONS = ("sampling", "prior", "one timestep")
+CALLS_PER_ROUND = 20  # single calls timed per variant and round
 
 
 def main() -> None:
@@ -122,9 +123,9 @@ def interleaved_latency(files: dict[str, Path], rounds: int) -> dict[str, dict[s
             sampler.generate(run, start, 0)
             per_image[name].append((time.perf_counter() - began) * 1e3)
             began = time.perf_counter()
-            for _ in range(20):
+            for _call in range(CALLS_PER_ROUND):
                 run(one_call)
-            per_call[name].append((time.perf_counter() - began) * 1e3 / 20)
+            per_call[name].append((time.perf_counter() - began) * 1e3 / CALLS_PER_ROUND)
     return {name: {"per_image_ms": float(np.median(per_image[name])), "per_call_ms": float(np.median(per_call[name])),
                    "threads": 1, "rounds": rounds} for name in files}
 

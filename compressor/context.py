@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -30,12 +31,12 @@ class RunContext:
     resume: bool = False
     fingerprint: str = ""  # the input checkpoint's and the resolved config's hashes: what a saved state was made for
     progress: Callable[[str], None] = field(default=lambda detail: None, repr=False)  # the running stage's progress text
-    sampler: Sampler | None = field(default=None, repr=False)
     _trajectories: dict = field(default_factory=dict, repr=False)  # model_inputs already recorded, by (count, offset)
 
-    def __post_init__(self) -> None:
-        if self.sampler is None:
-            self.sampler = sampler_for(self.card)
+    @cached_property
+    def sampler(self) -> Sampler:
+        """How the model makes images (from its card)."""
+        return sampler_for(self.card)
 
     @classmethod
     def create(

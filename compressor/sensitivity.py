@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 
 from compressor.cache import cache_dir
-from compressor.distributed import world
+from compressor.distributed import model_hash, world
 from compressor.errors import CompressorError
 from compressor.evaluate.paired import data_range_of, psnr
 from compressor.modelcard import sample_inputs
@@ -236,9 +236,7 @@ def _activation_rounder(model: nn.Module, module: nn.Module, generated, symmetri
 
 
 def _model_hash(model: nn.Module, settings: dict) -> str:
+    """The cache key: the settings, the architecture and every weight (a pruned model hashes differently)."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    digest.update(repr(model).encode())  # the architecture (a pruned model hashes differently)
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(model_hash(model).encode())
     return digest.hexdigest()[:32]

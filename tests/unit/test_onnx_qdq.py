@@ -259,3 +259,19 @@ def test_a_value_move_with_another_reader_keeps_its_float_input():
     model.graph.output.append(onnx.helper.make_tensor_value_info("back", onnx.TensorProto.FLOAT, None))  # read twice
     quantize_layout_ops(model)
     assert [node.op_type for node in model.graph.node][:5] == ["Relu", "Transpose", "Gather", "Transpose", "QuantizeLinear"]
+
+
+def test_phase_arguments_are_the_timestep_path_up_to_a_weighted_layer():
+    """sin(t x f) and cos(conv(x) x g): the timestep's Cast and Mul stay float, the walk stops at the conv."""
+    from compressor.runtimes.onnxruntime_quantize import phase_arguments
+
+    nodes = [
+        helper.make_node("Cast", ["t"], ["tf"], name="cast", to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["tf", "f"], ["angle"], name="scale"),
+        helper.make_node("Sin", ["angle"], ["s"], name="sin"),
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+        helper.make_node("Mul", ["c", "g"], ["phase"], name="phase"),
+        helper.make_node("Cos", ["phase"], ["y"], name="cos"),
+    ]
+    graph = helper.make_graph(nodes, "g", [], [])
+    assert sorted(phase_arguments(graph)) == ["cast", "phase", "scale"]
