@@ -1,16 +1,19 @@
-"""Int8 calibration of a diffusion UNet along its sampling loops vs on single random-timestep calls, in one run.
+"""Int8 of a diffusion UNet: calibrating along its sampling loops vs on single random-timestep calls, and what
+keeping its input/output layers float and bias correction each bring, in one run.
 
-For the digits-ddpm demo (20 DDIM steps), three releases of `compressor run --target cpu` that differ only in
-where the ptq stage takes its calibration inputs:
-- `sampling` (the default): the inputs the fp32 model's own sampling loops feed it, every step of each loop;
-- `prior`: each input drawn from its prior, i.e. x ~ N(0, I) with a random timestep per sample;
-- `one timestep`: x ~ N(0, I) all at one random timestep (given as a `--calibration` file), the naive recipe
-  Q-Diffusion and PTQ4DM measured failing.
-Both are judged by the release's own quality step on the whole loop: the final images after 20 steps, same
+For the digits-ddpm demo (20 DDIM steps), releases of `compressor run --target cpu` that differ only in the ptq
+stage's settings:
+- the default: calibrated on the inputs the fp32 model's own sampling loops feed it (every step of each loop),
+  the layers that read the model's inputs or write its output kept float (`io_layers: auto`), biases corrected;
+- `one timestep`: the same, calibrated on x ~ N(0, I) all at one random timestep (given as a `--calibration`
+  file), the naive recipe Q-Diffusion and PTQ4DM measured failing;
+- `prior`: the same, calibrated on each input drawn from its prior (a random timestep per sample);
+- the default without float io layers, without bias correction, and without both (the previous default).
+Each is judged by the release's own quality step on the whole loop: the final images after 20 steps, same
 seeds and sample count as the fp32 original, FID (Inception, when its weights are installed) and FD-surrogate
 against the original's samples on other seeds, with the original's own score (the noise floor) recorded; plus
 PSNR/SSIM paired with the original's images. Latency per image (20 calls and the scheduler, batch 1) and per
-call is timed for the fp32 export and both int8 files in interleaved rounds of this one process, with the CPU
+call is timed for the fp32 export and every int8 file in interleaved rounds of this one process, with the CPU
 flags recorded. Writes JSON and a Markdown table.
 
     python benchmarks/diffusion_calibration.py [--samples 2048] [--rounds 5] [--out benchmarks/results]
@@ -36,7 +39,16 @@ from compressor.sampler import sampler_for
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "digits-ddpm"
-CALIBRATIONS = ("sampling", "prior", "one timestep")
+# (row label, the ptq settings it changes from the default, how its calibration is described)
+VARIANTS = (
+    ("int8 release (default)", (), None),
+    ("calibrated on one timestep", ("one timestep",), "one timestep"),
+    ("calibrated on the prior", ("stages.ptq.calibrate_on=prior",), None),
+    ("io layers int8", ("stages.ptq.io_layers=int8",), None),
+    ("io layers int8 but conv_in", ("stages.ptq.io_layers=int8", "stages.ptq.rules=[{match: conv_in, precision: fp32}]"), None),
+    ("no bias correction", ("stages.ptq.bias_correction=false",), None),
+    ("io layers int8, no bias correction", ("stages.ptq.io_layers=int8", "stages.ptq.bias_correction=false"), None),
+)
 CALLS_PER_ROUND = 20  # single calls timed per variant and round
 
 
@@ -51,21 +63,21 @@ def main() -> None:
                "date": date.today().isoformat(), "samples": args.samples, "variants": {}}
     with tempfile.TemporaryDirectory() as scratch:
         files = {}
-        for calibration in CALIBRATIONS:
+        for label, changes, calibration in VARIANTS:
             start = time.perf_counter()
-            how = (f"stages.ptq.calibrate_on={calibration}" if calibration != "one timestep"
-                   else f"stages.ptq.calibration={one_timestep_file(Path(scratch))}")
-            sets = (f"quality.samples={args.samples}", f"quality.fid={args.fid}", how, "budgets.latency_vs_baseline=null")
-            result = api.run(api.RunConfig(checkpoint=DEMO, target="cpu", out=Path(scratch) / calibration, sets=sets))
+            changes = [f"stages.ptq.calibration={one_timestep_file(Path(scratch))}" if change == "one timestep" else change
+                       for change in changes]
+            sets = (f"quality.samples={args.samples}", f"quality.fid={args.fid}", "budgets.latency_vs_baseline=null", *changes)
+            out = Path(scratch) / f"variant-{len(files)}"
+            result = api.run(api.RunConfig(checkpoint=DEMO, target="cpu", out=out, sets=sets))
             manifest = result.manifest
-            final = manifest["artifacts"]["model.onnx"]
-            results["variants"][f"int8, calibrated on {calibration}"] = _row(final, manifest, calibration)
-            results["variants"][f"int8, calibrated on {calibration}"]["release_seconds"] = round(time.perf_counter() - start, 1)
+            row = _row(manifest["artifacts"]["model.onnx"], manifest, calibration)
+            results["variants"][label] = {**row, "sets": list(changes), "release_seconds": round(time.perf_counter() - start, 1)}
             if "fp32 original" not in results["variants"]:
                 results["variants"]["fp32 original"] = _row(manifest["artifacts"]["model.fp32.onnx"], manifest, None)
                 results["quality_reference"] = manifest["quality_reference"]
                 files["fp32 original"] = result.release_dir / "model.fp32.onnx"
-            files[f"int8, calibrated on {calibration}"] = result.release_dir / "model.onnx"
+            files[label] = result.release_dir / "model.onnx"
         timing = interleaved_latency(files, args.rounds)
     for name, times in timing.items():
         results["variants"][name]["this_run_latency"] = times
@@ -96,10 +108,12 @@ def _row(record: dict, manifest: dict, calibration: str | None) -> dict:
     for metric in ("fid", "fd_surrogate"):
         if isinstance(quality.get(metric), dict) and "value" in quality[metric]:
             row[metric] = {key: quality[metric][key] for key in ("value", "reference_model_score", "delta")}
-    if calibration is not None:
-        ptq = next(stage for stage in manifest["stages"] if stage["name"] == "ptq")
-        source = ptq["metrics"]["calibration"]
+    details = record.get("details") or {}
+    if details.get("stage") == "ptq":
+        source = details["calibration"]
         row["calibration"] = source if calibration != "one timestep" else f"one timestep (t={Path(source).stem.split('-')[-1]}, 256 samples)"
+        row["float_layers"] = sorted(layer for layer, entry in details["layers"].items() if entry["precision"] != "int8")
+        row["bias_correction"] = details.get("bias_correction", {}).get("applied", False)
     return row
 
 
@@ -132,22 +146,24 @@ def interleaved_latency(files: dict[str, Path], rounds: int) -> dict[str, dict[s
 
 def markdown(results: dict) -> str:
     lines = [
-        f"# Diffusion int8 calibration: sampling loops vs random timesteps ({results['date']})",
+        f"# Diffusion int8: calibration along sampling loops, float io layers, bias correction ({results['date']})",
         "",
         f"digits-ddpm (diffusers UNet2DModel, 20 DDIM steps), `compressor run --target cpu`, {results['samples']} images "
         f"per variant from the same seeds, judged on the final images of the whole loop. Host: {results['machine']}; "
         f"avx512_vnni: {'avx512_vnni' in results['cpu_flags']}. Latency: ONNX Runtime CPU, 1 thread, batch 1, "
         "median of interleaved rounds in one run.",
         "",
-        "| variant | calibration | MB | FID | FID delta | FD-surrogate delta | PSNR dB | SSIM | ms / call | ms / image | x fp32 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | calibration | float layers | bias corr. | MB | FID | FID delta | FD-surrogate delta | PSNR dB | SSIM "
+        "| ms / call | ms / image | x fp32 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in results["variants"].items():
         fid = row.get("fid", {})
         surrogate = row.get("fd_surrogate", {})
         timing = row["this_run_latency"]
         lines.append(
-            f"| {name} | {row.get('calibration', '-')} | {row['bytes'] / 1e6:.2f} | {fid.get('value', float('nan')):.2f} | "
+            f"| {name} | {row.get('calibration', '-')} | {', '.join(row.get('float_layers', [])) or '-'} | "
+            f"{'yes' if row.get('bias_correction') else '-'} | {row['bytes'] / 1e6:.2f} | {fid.get('value', float('nan')):.2f} | "
             f"{fid.get('delta', float('nan')):+.2f} | {surrogate.get('delta', float('nan')):+.3f} | {row['psnr_db']:.1f} | "
             f"{row['ssim']:.3f} | {timing['per_call_ms']:.2f} | {timing['per_image_ms']:.1f} | {timing['per_image_vs_fp32']:.2f} |"
         )

@@ -36,6 +36,8 @@ class CalibrationPlan:
     auto_precision: bool
     min_psnr: float
     probe: dict[str, np.ndarray] = field(repr=False)  # inputs on which auto_precision measures sensitivity
+    bias_correction: bool = False  # match fp32's output channel means layer by layer (runtimes/onnx/bias_correction.py)
+    float_io: str | None = None  # why the model's input and output layers stay float; None: they are int8 as usual
     stage: str = "ptq"
 
     def describe(self) -> dict[str, Any]:
@@ -65,9 +67,10 @@ Probe = Callable[[Path], "np.ndarray"]
 
 def choose_precisions(
     plan: CalibrationPlan, layers: list[str], target, float_precision: str, quantize: Quantize, probe: Probe, fp32: Path,
-    value_range: tuple[float, float] | None,
+    value_range: tuple[float, float] | None, io_layers: list[str] = (),
 ) -> dict[str, Any]:
-    """Each layer's precision and why (rules, then auto sensitivity, measured against the `fp32` artifact).
+    """Each layer's precision and why (rules, the model's input/output layers `io_layers` when the plan keeps them
+    float, then auto sensitivity, measured against the `fp32` artifact).
     Returns `describe_plan`'s record plus `sensitivity_psnr_db` (each candidate layer's PSNR when it alone is
     int8; empty unless auto)."""
     if not layers and (plan.rules or plan.auto_precision):
@@ -76,6 +79,10 @@ def choose_precisions(
             "cannot find layers; drop them, or load the model from a folder or state_dict"
         )
     precisions, ruled = precision_plan(layers, plan.rules, f"{plan.stage}.rules", target, float_precision)
+    if plan.float_io:  # under the user's rules: a rule that placed one of them still decides
+        for layer in set(io_layers) & set(precisions) - ruled:
+            precisions[layer] = (float_precision, plan.float_io)
+        ruled |= set(io_layers)
     sensitivity = {}
     if plan.auto_precision:  # layers a rule placed explicitly are the user's call, not auto's
         sensitivity = _keep_sensitive_layers_in_float(precisions, ruled, plan, float_precision, quantize, probe,

@@ -276,7 +276,16 @@ def _layer_precisions(manifest: Manifest) -> str:
         "## Layer precisions\n\nSensitivity: PSNR (dB) of the output when only that layer is int8 (lower = more "
         "sensitive), measured in auto mode.\n\n| layer | precision | why | sensitivity |\n|---|---|---|---|\n"
     )
-    return header + "\n".join(rows)
+    return header + "\n".join(rows) + _bias_correction(details.get("bias_correction"))
+
+
+def _bias_correction(record: dict | None) -> str:
+    if not record:
+        return ""
+    if not record["applied"]:
+        return f"\n\nBias correction: not applied ({record['reason']})."
+    return (f"\n\nBias correction: {record['layers']} Conv/Gemm biases moved so their output channel means match fp32's "
+            f"on the calibration inputs (largest shift {record['largest_shift']:.3g}).")
 
 
 def _ops(manifest: Manifest) -> str:

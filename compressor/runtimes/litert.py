@@ -151,6 +151,12 @@ class LiteRT(Runtime):
         for layer, entry in described["layers"].items():  # say why, rather than "kept in float by the quantizer"
             if entry["precision"] != "int8" and any(op.layer == layer for op in ops if op.scope in head):
                 entry["reason"] = "output head (runtime.output_head: float)"
+        # Said, not silently skipped: steps the ONNX runtimes take that have no LiteRT counterpart here yet.
+        if plan.bias_correction:
+            described["bias_correction"] = {"applied": False, "reason": "not implemented for LiteRT's .tflite"}
+        if plan.float_io:
+            described["io_layers"] = {"applied": False, "reason": "not implemented for LiteRT (runtime.output_head: "
+                                      "float keeps the output head float)"}
         precision = described.pop("precision")
         return self._artifact(out, precision, "final", fp32.scopes, {**plan.describe(), **described})
 

@@ -60,6 +60,8 @@ class TensorRT(OnnxBackend):
 
     name = "tensorrt"
     Options = TensorRTOptions
+    # ORT CPU only simulates TensorRT's int8 here; a correction fitted to that simulation is unmeasured on an engine.
+    no_bias_correction = "not applied for TensorRT until measured on a device: ORT CPU only simulates its int8"
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

@@ -11,8 +11,8 @@ from compressor.layer_rules import LayerRule, apply_rules
 from compressor.modelcard import ModelCard
 from compressor.rewrites import decompose_convtranspose, fold_batchnorm
 from compressor.runtimes.onnx.export import export_onnx
-from compressor.runtimes.onnx.layers import compute_layers, node_layers, nodes_of
-from compressor.testing.models import TinyGenerator, card_dict, randomized
+from compressor.runtimes.onnx.layers import compute_layers, io_layers, node_layers, nodes_of
+from compressor.testing.models import TimestepUNet, TinyGenerator, card_dict, randomized
 
 LAYERS = ["project", "blocks.2", "blocks.5", "head.conv"]
 
@@ -66,3 +66,33 @@ def test_nested_modules_keep_their_full_name(tmp_path):
     card = ModelCard.model_validate({"inputs": {"x": {"shape": [2, 8, 8]}}})
     graph = onnx.load(str(export_onnx(Outer().eval(), card, tmp_path / "m.onnx", opset=20)))
     assert compute_layers(graph) == ["body.0.conv"]
+
+
+def test_io_layers_are_the_first_and_last_weighted_layers_on_every_input_and_output(tmp_path):
+    """A UNet: conv_in (the sample), the timestep embedding's first Linear (past Sin/Cos) and conv_out; a GAN:
+    its first and last layers; nothing in between."""
+    unet_card = ModelCard.model_validate({
+        "inputs": {"sample": {"shape": [1, 16, 16]}, "timestep": {"shape": [], "dtype": "int64", "prior": "integers",
+                                                                "range": [0, 999]}},
+    })
+    unet = onnx.load(str(export_onnx(TimestepUNet(channels=1, width=16).eval(), unet_card, tmp_path / "u.onnx", opset=20)))
+    assert sorted(io_layers(unet)) == ["conv_in", "conv_out", "time_mlp.0"]
+    card = ModelCard.model_validate(card_dict("tiny", 8))
+    gan = onnx.load(str(export_onnx(randomized(TinyGenerator()), card, tmp_path / "g.onnx", opset=20)))
+    assert sorted(io_layers(gan)) == ["blocks.5", "project"]
+
+
+def test_io_layers_follow_a_residual_past_its_add(tmp_path):
+    """out = x + second(relu(first(x))): both convs touch an input or an output through elementwise ops only."""
+
+    class Residual(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first, self.middle, self.second = (torch.nn.Conv2d(2, 2, 3, padding=1) for _ in range(3))
+
+        def forward(self, x):
+            return x + self.second(torch.relu(self.middle(torch.relu(self.first(x)))))
+
+    card = ModelCard.model_validate({"inputs": {"x": {"shape": [2, 8, 8]}}})
+    graph = onnx.load(str(export_onnx(Residual().eval(), card, tmp_path / "r.onnx", opset=20)))
+    assert sorted(io_layers(graph)) == ["first", "second"]

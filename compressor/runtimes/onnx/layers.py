@@ -53,3 +53,39 @@ def int8_layers(model: onnx.ModelProto, layers: dict[str, str]) -> set[str]:
             is_int8 = source is not None and source.op_type == "DequantizeLinear"
             quantized[layers[node.name]] = quantized.get(layers[node.name], True) and is_int8
     return {layer for layer, is_int8 in quantized.items() if is_int8}
+
+
+# Ops whose output is a tensor's shape, not a function of its values: a walk along values does not go through them.
+_SHAPE_OPS = {"Shape", "Size"}
+
+
+def io_layers(model: onnx.ModelProto) -> list[str]:
+    """The layers that read a model input, or write a model output, through no other Conv/Gemm/MatMul: a
+    UNet's conv_in, its timestep embedding's first Linear and its conv_out; a GAN's first and last layers."""
+    from compressor.runtimes.onnx.graph import producers, readers
+
+    layers, graph = node_layers(model), model.graph
+    reading, making = readers(graph), producers(graph)
+    found: list[str] = []
+    seen: set[str] = set()
+    frontier = [tensor.name for tensor in graph.input]
+    while frontier:  # forward from the inputs
+        for node in reading.get(frontier.pop(), []):
+            if node.op_type in ("GraphOutput", *_SHAPE_OPS) or node.name in seen:
+                continue
+            seen.add(node.name)
+            if node.op_type in COMPUTE_OPS:
+                found.append(layers[node.name])
+            else:
+                frontier.extend(node.output)
+    frontier, seen = [tensor.name for tensor in graph.output], set()
+    while frontier:  # backward from the outputs
+        node = making.get(frontier.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op_type in COMPUTE_OPS:
+            found.append(layers[node.name])
+        else:
+            frontier.extend(node.input)
+    return [layer for layer in dict.fromkeys(found) if layer]
