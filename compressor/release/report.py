@@ -284,7 +284,7 @@ def _bias_correction(record: dict | None) -> str:
         return ""
     if not record["applied"]:
         return f"\n\nBias correction: not applied ({record['reason']})."
-    return (f"\n\nBias correction: {record['layers']} Conv/Gemm biases moved so their output channel means match fp32's "
+    return (f"\n\nBias correction: {record['nodes']} Conv/Gemm biases moved so their output channel means match fp32's "
             f"on the calibration inputs (largest shift {record['largest_shift']:.3g}).")
 
 

@@ -52,7 +52,25 @@ def test_a_unet_release_is_calibrated_along_its_loops_and_judged_on_its_images(t
         assert "ssim" in record["quality"]  # the loop's final samples are images, though one call's output is not
         assert record["latency"]["per_image"]["model_calls"] == 4 and record["latency"]["per_image"]["median_ms"] > 0
     assert manifest["artifacts"]["model.fp32.onnx"]["parity"]["max_abs_error"] < 1e-3  # the export, through 4 steps
-    assert "1 image (4 calls)" in result.report.read_text()
+    report = result.report.read_text()
+    assert "1 image (4 calls)" in report
+    details = manifest["artifacts"]["model.onnx"]["details"]
+    floats = {layer: entry["reason"] for layer, entry in details["layers"].items() if entry["precision"] != "int8"}
+    assert floats == dict.fromkeys(["time_mlp.0", "conv_in", "conv_out"],
+                                   "input/output layer of a 4-step sampler (ptq.io_layers: auto)")
+    assert details["bias_correction"]["applied"] and details["bias_correction"]["nodes"] > 10
+    assert "Bias correction: " in report and "input/output layer of a 4-step sampler" in report
+
+
+def test_a_rule_overrides_the_float_io_layers(tmp_path):
+    """io_layers: auto sits under the user's rules, as any default does: a rule placing conv_in in int8 wins."""
+    folder = _unet_folder(tmp_path / "unet")
+    sets = (*FAST, "stages.ptq.rules=[{match: conv_in, precision: int8}]", "stages.ptq.bias_correction=false")
+    details = api.run(api.RunConfig(checkpoint=folder, target="cpu", out=tmp_path / "out", sets=sets)).manifest[
+        "artifacts"]["model.onnx"]["details"]
+    assert details["layers"]["conv_in"] == {"precision": "int8", "reason": "rule 0 (match 'conv_in')"}
+    assert details["layers"]["conv_out"]["precision"] == "fp32"
+    assert "bias_correction" not in details
 
 
 def test_prior_calibration_draws_single_calls(tmp_path):

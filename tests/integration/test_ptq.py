@@ -73,8 +73,10 @@ def test_manifest_records_calibration_and_quality(quantized):
     fp32 = result.manifest["artifacts"]["model.fp32.onnx"]
     assert (int8["role"], fp32["role"]) == ("final", "baseline")
     assert int8["details"]["calibration"] == "prior (32 seeded samples)" and int8["details"]["int8_layers"] == 3
-    assert int8["precision"] == "int8" and int8["bytes"] < fp32["bytes"]
+    assert int8["precision"] == "int8" and int8["bytes"] < fp32["bytes"]  # one call: io_layers auto leaves them int8
     assert 30 <= int8["parity"]["psnr_db"] < fp32["parity"]["psnr_db"]
+    correction = int8["details"]["bias_correction"]
+    assert correction["applied"] and correction["nodes"] == 6  # Linear, 4 phase convs of the ConvTranspose, head
 
 
 def test_user_calibration_file_is_used(quantized, tmp_path):

@@ -118,14 +118,14 @@ class OnnxBackend(Runtime):
 
     def _correct_biases(self, fp32: onnx.ModelProto, quantized: onnx.ModelProto, plan: CalibrationPlan, out: Path):
         """Bias correction of the written Q/DQ model (runtimes/onnx/bias_correction.py), saved over it; returns the
-        manifest's record: how many layers moved and the largest shift of a channel mean."""
+        manifest's record: how many Conv/Gemm nodes moved and the largest shift of a channel mean."""
         import onnx
 
         from compressor.runtimes.onnx.bias_correction import correct_biases
 
         shifts = correct_biases(fp32, quantized, plan.feeds, self.session_options())
         onnx.save(quantized, str(out))
-        return {"applied": True, "layers": len(shifts), "largest_shift": max(shifts.values(), default=0.0)}
+        return {"applied": True, "nodes": len(shifts), "largest_shift": max(shifts.values(), default=0.0)}
 
     def _export_fake_quantized(self, plan: FakeQuantizedPlan, card: ModelCard, out: Path) -> Artifact:
         import onnx
