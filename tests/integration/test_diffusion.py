@@ -94,3 +94,27 @@ def test_a_card_whose_sampler_does_not_fit_is_refused_at_load(tmp_path, sampler,
         load_checkpoint(folder)
     assert str(folder / "compressor.yaml") in caught.value.message and message in caught.value.message
     assert "\n" not in caught.value.message
+
+
+def test_a_latent_diffusion_decoder_written_with_diffusers_releases_through_the_one_call_path(tmp_path):
+    """diffusers' AutoencoderKL decoder class as it is (GroupNorm, mid-block attention, nearest upsampling),
+    named by the card's factory: one call per image, all of it int8 on ORT, its attention included."""
+    import torch
+    from diffusers.models.autoencoders.vae import Decoder
+
+    kwargs = {"in_channels": 4, "out_channels": 3, "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D"],
+              "block_out_channels": [32, 64], "layers_per_block": 1, "norm_num_groups": 16}
+    folder = tmp_path / "decoder"
+    folder.mkdir()
+    torch.manual_seed(0)
+    save_file({k: v.contiguous() for k, v in Decoder(**kwargs).state_dict().items()}, str(folder / "decoder.safetensors"))
+    (folder / "compressor.yaml").write_text(yaml.safe_dump({
+        "name": "akl-decoder", "family": "vae", "factory": "diffusers.models.autoencoders.vae:Decoder", "kwargs": kwargs,
+        "weights": "decoder.safetensors", "inputs": {"latent": {"shape": [4, 8, 8], "prior": "normal"}},
+        "outputs": {"image": {"shape": [3, 16, 16], "range": [-1.0, 1.0]}},
+    }))
+    manifest = api.run(api.RunConfig(checkpoint=folder, target="cpu", out=tmp_path / "out", sets=FAST)).manifest
+    final = manifest["artifacts"]["model.onnx"]
+    assert manifest["quality_reference"]["model_calls_per_sample"] == 1
+    assert final["precision"] == "int8" and final["parity"]["ok"] and final["quality"]["psnr_db"] > 30
+    assert final["details"]["layers"]["mid_block.attentions.0.to_q"]["precision"] == "int8"
