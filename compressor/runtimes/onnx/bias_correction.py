@@ -40,7 +40,7 @@ def correct_biases(fp32: onnx.ModelProto, quantized: onnx.ModelProto, feeds: lis
     channel shift applied."""
     # Matched by node name, which a Q/DQ quantizer keeps; an output tensor can be renamed (one that was a graph
     # output becomes the QuantizeLinear's input, "<name>_QuantizeLinear_Input" in ORT's quantizer).
-    fp32_outputs = {node.name: node.output[0] for node in fp32.graph.node}
+    fp32_outputs = {node.name: node.output[0] for node in fp32.graph.node if node.name}
     biases = [bias for bias in _biases(quantized.graph) if bias.node.name in fp32_outputs]
     target = _channel_means(fp32, [fp32_outputs[bias.node.name] for bias in biases], feeds, session_options)
     initializers = {init.name: init for init in quantized.graph.initializer}

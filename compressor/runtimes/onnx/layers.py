@@ -67,25 +67,25 @@ def io_layers(model: onnx.ModelProto) -> list[str]:
     layers, graph = node_layers(model), model.graph
     reading, making = readers(graph), producers(graph)
     found: list[str] = []
-    seen: set[str] = set()
+    seen: set[int] = set()  # node identities: a node's name may be empty
     frontier = [tensor.name for tensor in graph.input]
     while frontier:  # forward from the inputs
         for node in reading.get(frontier.pop(), []):
-            if node.op_type in ("GraphOutput", *_SHAPE_OPS) or node.name in seen:
+            if node.op_type in ("GraphOutput", *_SHAPE_OPS) or id(node) in seen:
                 continue
-            seen.add(node.name)
+            seen.add(id(node))
             if node.op_type in COMPUTE_OPS:
-                found.append(layers[node.name])
+                found.append(layers.get(node.name, ""))
             else:
                 frontier.extend(node.output)
     frontier, seen = [tensor.name for tensor in graph.output], set()
     while frontier:  # backward from the outputs
         node = making.get(frontier.pop())
-        if node is None or node.name in seen:
+        if node is None or id(node) in seen:
             continue
-        seen.add(node.name)
+        seen.add(id(node))
         if node.op_type in COMPUTE_OPS:
-            found.append(layers[node.name])
+            found.append(layers.get(node.name, ""))
         else:
             frontier.extend(node.input)
     return [layer for layer in dict.fromkeys(found) if layer]
