@@ -64,28 +64,32 @@ def io_layers(model: onnx.ModelProto) -> list[str]:
     UNet's conv_in, its timestep embedding's first Linear and its conv_out; a GAN's first and last layers."""
     from compressor.runtimes.onnx.graph import producers, readers
 
-    layers, graph = node_layers(model), model.graph
+    graph = model.graph
     reading, making = readers(graph), producers(graph)
-    found: list[str] = []
+    forward = _first_compute_nodes(
+        [tensor.name for tensor in graph.input], onward=lambda node: node.output,
+        nodes_at=lambda tensor: [n for n in reading.get(tensor, []) if n.op_type not in ("GraphOutput", *_SHAPE_OPS)],
+    )
+    backward = _first_compute_nodes(
+        [tensor.name for tensor in graph.output], onward=lambda node: node.input,
+        nodes_at=lambda tensor: [making[tensor]] if tensor in making else [],
+    )
+    layers = node_layers(model)
+    return [layer for layer in dict.fromkeys(layers.get(node.name, "") for node in forward + backward) if layer]
+
+
+def _first_compute_nodes(tensors: list[str], nodes_at, onward) -> list[onnx.NodeProto]:
+    """Walk from `tensors` (`nodes_at`: the nodes next to a tensor; `onward`: a node's tensors further on) and
+    return the Conv/Gemm/MatMul nodes reached through no other one."""
+    found: list[onnx.NodeProto] = []
     seen: set[int] = set()  # node identities: a node's name may be empty
-    frontier = [tensor.name for tensor in graph.input]
-    while frontier:  # forward from the inputs
-        for node in reading.get(frontier.pop(), []):
-            if node.op_type in ("GraphOutput", *_SHAPE_OPS) or id(node) in seen:
+    while tensors:
+        for node in nodes_at(tensors.pop()):
+            if id(node) in seen:
                 continue
             seen.add(id(node))
             if node.op_type in COMPUTE_OPS:
-                found.append(layers.get(node.name, ""))
+                found.append(node)
             else:
-                frontier.extend(node.output)
-    frontier, seen = [tensor.name for tensor in graph.output], set()
-    while frontier:  # backward from the outputs
-        node = making.get(frontier.pop())
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        if node.op_type in COMPUTE_OPS:
-            found.append(layers.get(node.name, ""))
-        else:
-            frontier.extend(node.input)
-    return [layer for layer in dict.fromkeys(found) if layer]
+                tensors.extend(onward(node))
+    return found
