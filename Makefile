@@ -9,7 +9,7 @@ export NNCF_CI := 1
 # NNCF compiles a C++ extension on first use and gives up loading it after 60 s; a busy 2-core machine needs longer.
 export NNCF_EXTENSION_LOAD_TIMEOUT ?= 300
 
-.PHONY: install demo test test-all clean
+.PHONY: install demo test test-all test-other-torch report-screenshot clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,20 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# A screenshot of a release's report.html in headless Chromium (Debian: apt-get install -y chromium), to check the
+# report renders, not only that its HTML parses; `make demo` first when no release is there.
+REPORT_HTML ?= release/cpu-x86/report.html
+SCREENSHOT ?= release/report-html.png
+report-screenshot: install
+	test -f $(REPORT_HTML) || $(MAKE) demo
+	$(PY) -m compressor.testing.chromium $(REPORT_HTML) $(SCREENSHOT) 1200 3600
+
+# `pip install .` into a second venv that already holds torch 2.14.1 (installed first, as a user's own torch would be),
+# then `compressor run` on the CPU target there; pyproject.toml's ranges only, not constraints.txt. 2 to 5 minutes
+# here; the venv (5.7 GB: a CUDA build of torch) is deleted at the end. See .ci/other-torch.
+test-other-torch:
+	PYTHON=$(PYTHON) bash .ci/other-torch
 
 clean:
 	rm -rf $(VENV) release .pytest_cache
