@@ -10,74 +10,204 @@ import json
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
-app = typer.Typer(
+from compressor.cli_flags import Flags, Precision, flag_sets
+
+
+class _CleanHelp:
+    """Option help in the shape of click and pip: no `<bool>` after a flag, TEXT/PATH/INTEGER instead of typer's
+    `<str>`/`<path>`/`<int>`, and help text printed as written (rich markup would eat `[fid]`, our extras' names)."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            _clean_param(param)
+        return params
+
+
+class _Command(_CleanHelp, TyperCommand):
+    pass
+
+
+class _Group(_CleanHelp, TyperGroup):
+    pass
+
+
+class _Typer(typer.Typer):
+    """Every command of this app and its sub-apps gets the clean option help."""
+
+    def command(self, *args, cls=None, **kwargs):
+        return super().command(*args, cls=cls or _Command, **kwargs)
+
+
+_TYPE_WORDS = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "path": "PATH", "file": "FILE", "directory": "DIR"}
+
+
+def _clean_param(param) -> None:
+    """Once per parameter (get_params runs on every parse and help): escape its help and replace its type label."""
+    if getattr(param, "_clean", False):
+        return
+    param._clean = True
+    if getattr(param, "help", None):
+        from rich.markup import escape
+
+        param.help = escape(param.help)
+    typer_label = param.display_type
+
+    def display_type(ctx) -> str:
+        if getattr(param, "is_flag", False):
+            return ""  # a flag takes no value
+        label = typer_label(ctx).strip("<>").removeprefix("list[").removesuffix("]").removesuffix(" range")
+        return label if "|" in label else _TYPE_WORDS.get(label, label.upper())  # choices stay as typed
+
+    param.display_type = display_type  # every help renderer (rich or plain) asks this method
+
+
+# -h as well as --help everywhere: sub-apps' contexts inherit the names from the root's.
+_HELP = {"help_option_names": ["-h", "--help"]}
+
+app = _Typer(
+    cls=_Group,
     help="Compress a trained generative model into checked, timed release artifacts for a named piece of hardware.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    context_settings=_HELP,
 )
-targets_app = typer.Typer(help="List the bundled targets, or show one.", no_args_is_help=False)
-profiles_app = typer.Typer(help="List the bundled profiles, or show one.", no_args_is_help=False)
+targets_app = _Typer(cls=_Group, help="List the bundled targets, or show one.", no_args_is_help=False, context_settings=_HELP)
+profiles_app = _Typer(cls=_Group, help="List the bundled profiles, or show one.", no_args_is_help=False, context_settings=_HELP)
 app.add_typer(targets_app, name="targets")
 app.add_typer(profiles_app, name="profiles")
 
 _state = {"debug": False}
 
+
+def _bundled_names(kind: str, incomplete: str) -> list[str]:
+    """Shell completion of --target / --profile: the bundled names and aliases that start with what is typed."""
+    from compressor.config import bundled
+
+    return sorted(name for name in bundled(kind) if name.startswith(incomplete))
+
+
+def _complete_target(incomplete: str) -> list[str]:
+    return _bundled_names("targets", incomplete)
+
+
+def _complete_profile(incomplete: str) -> list[str]:
+    return _bundled_names("profiles", incomplete)
+
+
 Checkpoint = Annotated[Path, typer.Argument(help="Model folder with compressor.yaml, or a checkpoint file.")]
-Arch = Annotated[Optional[str], typer.Option(help="module:callable building the model, for a bare state_dict.")]
-Card = Annotated[Optional[Path], typer.Option(help="Model card YAML describing inputs, for files without one.")]
-TrustPickle = Annotated[bool, typer.Option(help="Allow loading a fully pickled module (runs code from the file).")]
-FidWeights = Annotated[
-    Optional[Path], typer.Option(help="Inception TorchScript weights for FID (else $COMPRESSOR_FID_WEIGHTS, hub cache, [fid] extra).")
+Arch = Annotated[
+    Optional[str], typer.Option(metavar="MODULE:CALLABLE", help="Builds the model, for a bare state_dict.")
 ]
+Card = Annotated[Optional[Path], typer.Option(metavar="FILE", help="Model card YAML describing inputs, for files without one.")]
+TrustPickle = Annotated[
+    bool, typer.Option("--trust-pickle", help="Allow loading a fully pickled module (runs code from the file).")
+]
+FidWeights = Annotated[
+    Optional[Path],
+    typer.Option(metavar="FILE", help="Inception TorchScript weights for FID (else $COMPRESSOR_FID_WEIGHTS, hub cache, [fid] extra)."),
+]
+
+def _versions() -> str:
+    """'compressor 0.1.0 (torch 2.13.0, onnxruntime 1.31.1, python 3.11.9)', read from package metadata: importing
+    torch takes seconds."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from compressor import __version__
+
+    def installed(name: str) -> str:
+        try:
+            return f"{name} {version(name)}"
+        except PackageNotFoundError:
+            return f"{name} not installed"
+
+    return f"compressor {__version__} ({installed('torch')}, {installed('onnxruntime')}, python {platform.python_version()})"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(_versions())
+        raise typer.Exit()
 
 
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False) -> None:
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", "-V", callback=_print_version, is_eager=True, help="Print the versions and exit.")
+    ] = False,
+) -> None:
     _state["debug"] = debug
 
 
 @app.command()
 def run(
     checkpoint: Checkpoint,
-    target: Annotated[str, typer.Option(help="Target name, alias or YAML path (see `compressor targets`).")] = "cpu",
-    profile: Annotated[Optional[str], typer.Option(help="Profile name or YAML path; default: the target's.")] = None,
-    set_: Annotated[list[str], typer.Option("--set", help="Override a config value: key=value (repeatable).")] = [],
-    out: Annotated[Path, typer.Option(help="Release root; the release goes to OUT/<target-name>/.")] = Path("release"),
-    seed: Annotated[int, typer.Option(help="Seed of every prior sample the run draws.")] = 0,
+    target: Annotated[
+        str, typer.Option(metavar="NAME", autocompletion=_complete_target, help="Target name, alias or YAML path (`compressor targets` lists them).")
+    ] = "cpu",
+    profile: Annotated[
+        Optional[str],
+        typer.Option(metavar="NAME", autocompletion=_complete_profile, help="Profile name or YAML path; default: the target's."),
+    ] = None,
+    precision: Annotated[
+        Optional[Precision],
+        typer.Option(help="int8: every layer the quantizing stage can; mixed: int8 where stages.ptq.min_psnr allows, float "
+                     "elsewhere; fp16 or fp32: a float release, no quantizing stage (fp16: TensorRT targets)."),
+    ] = None,
+    opset: Annotated[Optional[int], typer.Option(metavar="N", help="ONNX opset of the export (target.runtime.opset).")] = None,
+    runs: Annotated[
+        Optional[int],
+        typer.Option("--runs", "--iterations", metavar="N", min=1, help="Timed runs per batch size (target.benchmark.runs)."),
+    ] = None,
+    warmup: Annotated[
+        Optional[int], typer.Option(metavar="N", min=0, help="Untimed runs before them (target.benchmark.warmup).")
+    ] = None,
+    set_: Annotated[
+        list[str], typer.Option("--set", metavar="KEY=VALUE", help="Override any config value, e.g. stages.ptq.samples=64 (repeatable).")
+    ] = [],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="DIR", help="Release root; the release goes to DIR/<target-name>/.")
+    ] = Path("release"),
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of every prior sample the run draws.")] = 0,
     arch: Arch = None,
     card: Card = None,
     trust_pickle: TrustPickle = False,
     calibration: Annotated[
-        Optional[Path], typer.Option(help="Calibrate quantization on this .npz (or folder of them) instead of the prior.")
+        Optional[Path],
+        typer.Option(metavar="PATH", help="Calibrate quantization on this .npz (or folder of them) instead of the prior."),
     ] = None,
     fid_weights: FidWeights = None,
     fid_stats: Annotated[
-        Optional[Path], typer.Option(help="Reference statistics (.npz from `compressor fid-stats`) to measure FID against.")
+        Optional[Path],
+        typer.Option(metavar="FILE", help="Reference statistics (.npz from `compressor fid-stats`) to measure FID against."),
     ] = None,
-    dry_run: Annotated[bool, typer.Option(help="Print the resolved config and planned steps; do nothing else.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check the inputs exist; print the resolved config and planned steps; do nothing else.")
+    ] = False,
     resume: Annotated[
-        bool, typer.Option(help="Continue an interrupted distillation from its last checkpoint (same settings only).")
+        bool, typer.Option("--resume", help="Continue an interrupted distillation from its last checkpoint (same settings only).")
     ] = False,
 ) -> None:
     """Compress CHECKPOINT for a target, export it, check it against torch, time it, and write the release."""
     from compressor import api
 
-    # Shorthands for settings in the profile; JSON quoting keeps a path a string whatever its text.
-    shorthands = {"quality.fid_weights": fid_weights, "quality.fid_stats": fid_stats}
-    set_ = [*set_, *(f"{key}={json.dumps(str(path))}" for key, path in shorthands.items() if path is not None)]
+    flags = Flags(precision=precision, opset=opset, runs=runs, warmup=warmup, fid_weights=fid_weights, fid_stats=fid_stats)
+    aliases = flag_sets(flags, target, profile, set_)
     config = api.RunConfig(
-        checkpoint=checkpoint, target=target, profile=profile, sets=tuple(set_), out=out, seed=seed,
-        arch=arch, card=card, trust_pickle=trust_pickle, calibration=calibration, resume=resume,
+        checkpoint=checkpoint, target=target, profile=profile, sets=(*set_, *(s for sets in aliases.values() for s in sets)),
+        out=out, seed=seed, arch=arch, card=card, trust_pickle=trust_pickle, calibration=calibration, resume=resume,
     )
     if dry_run:
-        typer.echo(json.dumps(api.plan(config), indent=2))
+        typer.echo(json.dumps({**api.plan(config), "cli_aliases": aliases}, indent=2))
         return
-    result = api.run(config, on_step=_progress())
+    result = api.run(config, listener=_progress())
     if result is None:  # another rank of a torchrun launch: rank 0 writes the release and prints the outcome
         return
     _print_outcome(result)
@@ -87,9 +217,15 @@ def run(
 @app.command()
 def gate(
     manifest: Annotated[Path, typer.Argument(help="A release folder or its manifest.json.")],
-    set_: Annotated[list[str], typer.Option("--set", help="Override a budget: budgets.<name>.<field>=value (repeatable).")] = [],
-    junit: Annotated[Optional[Path], typer.Option(help="Write the verdict as JUnit XML (one test case per budget).")] = None,
-    summary: Annotated[Optional[Path], typer.Option(help="Append a Markdown summary (e.g. $GITHUB_STEP_SUMMARY).")] = None,
+    set_: Annotated[
+        list[str], typer.Option("--set", metavar="KEY=VALUE", help="Override a budget: budgets.<name>.<field>=value (repeatable).")
+    ] = [],
+    junit: Annotated[
+        Optional[Path], typer.Option(metavar="FILE", help="Write the verdict as JUnit XML (one test case per budget).")
+    ] = None,
+    summary: Annotated[
+        Optional[Path], typer.Option(metavar="FILE", help="Append a Markdown summary (e.g. $GITHUB_STEP_SUMMARY).")
+    ] = None,
 ) -> None:
     """Re-check a finished release against budgets from its manifest alone; exit 3 when one fails, 4 when one
     cannot be judged yet (a TensorRT release's latency, before build-engine)."""
@@ -99,6 +235,7 @@ def gate(
     data, checks = gating.gate(manifest, list(set_))
     for name, check in checks.items():
         typer.echo(f"{verdict(check)} {gating.describe_check(name, check)}")
+    typer.echo(gating.verdict_line(data, checks))
     if junit:
         junit.write_text(gating.junit_xml(checks, data["model"]["card"]["name"]))
     if summary:
@@ -111,7 +248,7 @@ def gate(
 def build_engine(
     release: Annotated[Path, typer.Argument(help="A TensorRT release folder (written by `compressor run --target jetson|gpu`).")],
     timing_cache: Annotated[
-        Optional[Path], typer.Option(help="TensorRT timing cache to reuse and update (speeds up rebuilds).")
+        Optional[Path], typer.Option(metavar="FILE", help="TensorRT timing cache to reuse and update (speeds up rebuilds).")
     ] = None,
 ) -> None:
     """On the device: build the TensorRT engine of RELEASE, time it, and add both to the release; then judge budgets."""
@@ -133,7 +270,11 @@ def build_engine(
 @app.command("check-tensorrt")
 def check_tensorrt(
     model: Annotated[Path, typer.Argument(help="An ONNX file, ours or any other.")],
-    target: Annotated[str, typer.Option(help="A TensorRT target (name, alias or YAML path): its version and opset limit.")] = "jetson",
+    target: Annotated[
+        str,
+        typer.Option(metavar="NAME", autocompletion=_complete_target,
+                     help="A TensorRT target (name, alias or YAML path): its version and opset limit."),
+    ] = "jetson",
 ) -> None:
     """Check an ONNX file against TensorRT's explicit-quantization rules and its parser's operators; exit 1 if broken."""
     from compressor.config import load_target
@@ -167,25 +308,26 @@ def _readable_onnx(path: Path):
 @app.command("fid-stats")
 def fid_stats(
     source: Annotated[Path, typer.Argument(help="Real images (folder, or .npz with 'images') or a model folder/checkpoint.")],
-    out: Annotated[Path, typer.Option(help="Statistics file to write (.npz).")] = Path("fid-stats.npz"),
-    extractor: Annotated[str, typer.Option(help="inception (FID) or fd-surrogate.")] = "inception",
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="Statistics file to write (.npz).")] = Path("fid-stats.npz"),
+    extractor: Annotated[Literal["inception", "fd-surrogate"], typer.Option(help="inception (FID) or fd-surrogate.")] = "inception",
     fid_weights: FidWeights = None,
-    samples: Annotated[int, typer.Option(min=2, help="Samples drawn when SOURCE is a model.")] = 256,
-    seed: Annotated[int, typer.Option(help="Seed of the model's samples (match the run's --seed).")] = 0,
+    samples: Annotated[int, typer.Option(metavar="N", min=2, help="Samples drawn when SOURCE is a model.")] = 256,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the model's samples (match the run's --seed).")] = 0,
     trust_pickle: TrustPickle = False,
 ) -> None:
     """Reference statistics (mu, sigma, count, extractor sha256) for `compressor run --fid-stats`."""
     from compressor.api import Steps
+    from compressor.cache import cache_dir
+    from compressor.evaluate.features import CACHE_KIND
     from compressor.evaluate.reference_stats import make_extractor, reference_stats
 
-    if extractor not in ("inception", "fd-surrogate"):
-        raise typer.BadParameter(f"'{extractor}': choose inception or fd-surrogate", param_hint="--extractor")
     features = make_extractor(extractor, str(fid_weights) if fid_weights else None)
     steps = Steps(_progress())
-    stats = steps.run("fid-stats", lambda: reference_stats(
+    stats, cached = steps.run("fid-stats", lambda: reference_stats(
         source, out, features, samples=samples, seed=seed, trust_pickle=trust_pickle, progress=steps.progress("fid-stats"),
     ))
-    typer.echo(f"{out}: {stats.count} images, {stats.extractor} {stats.extractor_sha256[:12]}, {stats.mu.size}-d features")
+    origin = f" (features from the cache in {cache_dir(CACHE_KIND)})" if cached else ""
+    typer.echo(f"{out}: {stats.count} images, {stats.extractor} {stats.extractor_sha256[:12]}, {stats.mu.size}-d features{origin}")
 
 
 def _fail_on_budgets(checks: dict, where) -> None:
@@ -202,11 +344,19 @@ def _fail_on_budgets(checks: dict, where) -> None:
 @app.command()
 def sensitivity(
     checkpoint: Checkpoint,
-    target: Annotated[str, typer.Option(help="Target name, alias or YAML path: its precisions and channel multiple.")] = "cpu",
-    out: Annotated[Path, typer.Option(help="Folder for sensitivity.json and the heatmap sensitivity.png.")] = Path("sensitivity"),
-    ratios: Annotated[str, typer.Option(help="Fractions of each group's channels cut, comma-separated.")] = "0.25,0.5,0.75",
-    samples: Annotated[int, typer.Option(min=8, help="Prior samples each setting is scored on.")] = 64,
-    seed: Annotated[int, typer.Option(help="Seed of the prior samples.")] = 0,
+    target: Annotated[
+        str,
+        typer.Option(metavar="NAME", autocompletion=_complete_target,
+                     help="Target name, alias or YAML path: its precisions and channel multiple."),
+    ] = "cpu",
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="DIR", help="Folder for sensitivity.json and the heatmap sensitivity.png.")
+    ] = Path("sensitivity"),
+    ratios: Annotated[
+        str, typer.Option(metavar="R,R,...", help="Fractions of each group's channels cut, comma-separated.")
+    ] = "0.25,0.5,0.75",
+    samples: Annotated[int, typer.Option(metavar="N", min=8, help="Prior samples each setting is scored on.")] = 64,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the prior samples.")] = 0,
     fid: Annotated[bool, typer.Option("--fid", help="Also score every setting with FID (Inception: minutes, not seconds).")] = False,
     fid_weights: FidWeights = None,
     arch: Arch = None,
@@ -304,7 +454,9 @@ def targets_list() -> None:
 
 
 @targets_app.command("show")
-def targets_show(name: Annotated[str, typer.Argument(help="Target name, alias or YAML path.")]) -> None:
+def targets_show(
+    name: Annotated[str, typer.Argument(autocompletion=_complete_target, help="Target name, alias or YAML path.")],
+) -> None:
     """Print a target, every default filled in."""
     from compressor.config import load_target
 
@@ -332,7 +484,9 @@ def profiles_list() -> None:
 
 
 @profiles_app.command("show")
-def profiles_show(name: Annotated[str, typer.Argument(help="Profile name or YAML path.")]) -> None:
+def profiles_show(
+    name: Annotated[str, typer.Argument(autocompletion=_complete_profile, help="Profile name or YAML path.")],
+) -> None:
     """Print a profile, every default filled in."""
     from compressor.config import load_profile
 
@@ -374,26 +528,10 @@ def _list_bundled(kind: str) -> None:
 
 
 def _progress():
-    """A step callback that shows a spinner (with the step's progress text) while each pipeline step runs,
-    then a ✓, on stderr."""
-    from rich.console import Console
+    """The progress display on stderr: a bar with an ETA per running step in a terminal, plain lines in a CI log."""
+    from compressor.progress import ConsoleProgress
 
-    console = Console(stderr=True)
-    status = {}
-
-    def on_step(name: str, event: str) -> None:
-        if event == "start":
-            status[name] = console.status(f"{name}...")
-            status[name].start()
-            return
-        if event not in ("done", "failed"):  # progress text of a running step
-            status[name].update(f"{name}... {event}")
-            return
-        status.pop(name).stop()
-        if event == "done":  # a failed step says nothing here: its one-line error follows
-            console.print(f"[green]✓[/green] {name}")
-
-    return on_step
+    return ConsoleProgress()
 
 
 def _print_outcome(result) -> None:
@@ -418,8 +556,9 @@ def _print_outcome(result) -> None:
         typer.echo(f"  quality: {_quality_line(record.get('quality', {}))}")
     for name, check in result.budgets.items():
         typer.echo(f"budget {name}: {value_text(check)} ({limit_text(check)}) {verdict(check)}")
+    typer.echo(f"verdict: {result.manifest.get('verdict')}")
     typer.echo(f"release: {result.release_dir}")
-    typer.echo(f"report:  {result.report}")
+    typer.echo(f"report:  {result.report} (and {result.report_html.name}, with plots and the gallery)")
 
 
 def _quality_line(quality: dict) -> str:
@@ -453,7 +592,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
     _show_warnings_as_lines()
     try:
-        app()
+        app(prog_name="compressor")  # also under `python -m compressor`: usage lines and the completion variable
     except CompressorError as exc:
         if _state["debug"]:
             traceback.print_exc()
@@ -465,18 +604,20 @@ def main() -> None:
         typer.echo(f"error: unexpected {type(exc).__name__}: {first_line(exc)}; rerun with --debug for the traceback", err=True)
         sys.exit(1)
     finally:
-        from compressor.distributed import leave
-
-        leave()  # a torchrun rank leaves its process group (nothing to do in one process)
+        # A torchrun rank leaves its process group. A command that never joined one never imported the module,
+        # and importing it now would load torch: seconds added to `--version` and `-h`.
+        if "compressor.distributed" in sys.modules:
+            sys.modules["compressor.distributed"].leave()
 
 
 def _show_warnings_as_lines() -> None:
-    """Library code logs warnings to the 'compressor' logger; the CLI prints them as 'warning: ...' lines."""
+    """Library code logs warnings (and notes, such as the expected cost of FID) to the 'compressor' logger; the CLI
+    prints them through the progress display's console, as 'warning: ...' lines above any running bar."""
     import logging
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    from compressor.progress import LogToConsole
+
     logger = logging.getLogger("compressor")
-    logger.addHandler(handler)
-    logger.setLevel(logging.WARNING)
+    logger.addHandler(LogToConsole())
+    logger.setLevel(logging.INFO)
     logger.propagate = False  # a library that configures the root logger would print each warning twice

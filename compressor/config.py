@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -220,12 +220,12 @@ def find_file(kind: Literal["targets", "profiles"], name_or_path: str) -> Path:
 
 def load_target(name_or_path: str) -> Target:
     path = find_file("targets", name_or_path)
-    return _validate(Target, read_yaml(path, "target"), path)
+    return _validate(Target, read_yaml(path, "target"), path, "targets")
 
 
 def load_profile(name_or_path: str) -> Profile:
     path = find_file("profiles", name_or_path)
-    return _validate(Profile, read_yaml(path, "profile"), path)
+    return _validate(Profile, read_yaml(path, "profile"), path, "profiles")
 
 
 def resolve(target: str, profile: str | None = None, sets: list[str] = (), seed: int = 0) -> ResolvedConfig:
@@ -259,7 +259,8 @@ def apply_overrides(config: ResolvedConfig, sets: list[str]) -> ResolvedConfig:
         if not sep or not key:
             raise UsageError(f"--set '{item}': expected key=value, e.g. --set target.benchmark.runs=20")
         assign_override(tree, key.strip(), parse_set_value(item, raw))
-    tree["profile"]["stages"] = list(tree["profile"]["stages"].values())
+    # `stages.<kind>=null` drops a stage, as `budgets.<name>=null` drops a budget (run --precision fp32 does it).
+    tree["profile"]["stages"] = [stage for stage in tree["profile"]["stages"].values() if stage is not None]
     try:
         return ResolvedConfig.model_validate(tree)
     except ValidationError as exc:
@@ -291,10 +292,10 @@ def assign_override(tree: dict[str, Any], key: str, value: Any) -> None:
     node = tree
     in_budgets = parts[:2] == ["profile", "budgets"]
     for depth, part in enumerate(parts):
-        if in_budgets and depth == 2 and len(parts) > 3 and isinstance(node, dict) and node.get(part) is None:
+        if in_budgets and depth == 2 and len(parts) > 3 and isinstance(node, dict) and part in node and node[part] is None:
             node[part] = {}  # a budget the profile leaves out is created by setting one of its fields
         if in_budgets and depth == 3 and isinstance(node, dict):
-            pass  # a budget's field names are checked by its schema when the config is validated
+            _check_budget_field(key, parts[2], part)  # a budget just created has no keys to list yet: ask its schema
         elif not isinstance(node, dict) or part not in node:
             where = ".".join(parts[:depth]) or "(top level)"
             if parts[:2] == ["profile", "stages"] and depth == 2:
@@ -306,8 +307,15 @@ def assign_override(tree: dict[str, Any], key: str, value: Any) -> None:
         node = node[part]
 
 
-def _validate(model: type[BaseModel], data: dict[str, Any], path: Path):
+def _check_budget_field(key: str, budget: str, field: str) -> None:
+    annotation = Budgets.model_fields[budget].annotation  # e.g. MaxLimit | None
+    limit = next(arg for arg in get_args(annotation) if isinstance(arg, type) and issubclass(arg, BaseModel))
+    if field not in limit.model_fields:
+        raise UsageError(f"--set {key}: budget {budget} has no field '{field}'; its fields: {', '.join(limit.model_fields)}")
+
+
+def _validate(model: type[BaseModel], data: dict[str, Any], path: Path, kind: Literal["targets", "profiles"]):
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {validation_summary(exc)}; see `compressor {path.parent.name} show`") from exc
+        raise ConfigError(f"{path}: {validation_summary(exc)}; `compressor {kind} schema` lists every field") from exc

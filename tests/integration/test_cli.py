@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -29,11 +31,11 @@ def cli(capsys, monkeypatch, *args):
 
 
 def _one_line_error(err: str) -> str:
-    """The error is one line, the last one; progress marks (✓ step) of steps that finished may precede it."""
+    """The error is one line, the last one; only progress lines ('[k/n] step ...', '✓ [k/n] step') may precede it."""
     lines = [line for line in err.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error: ")]
     assert len(errors) == 1 and lines[-1] == errors[0], err
-    assert all(line.startswith("✓ ") for line in lines[:-1]), err
+    assert all(re.match(r"(✓ )?\[\d+/\d+\] ", line) for line in lines[:-1]), err
     return errors[0]
 
 
@@ -160,6 +162,165 @@ def test_inspect_json(capsys, monkeypatch, generator_folder):
 def test_listing_commands(capsys, monkeypatch, args, expected):
     rc, out, _ = cli(capsys, monkeypatch, *args)
     assert rc == 0 and expected in out
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["gate"], ["fid-stats"], ["sensitivity"], ["targets"], ["targets", "show"]])
+def test_short_help_on_every_command(capsys, monkeypatch, command):
+    rc, out, _ = cli(capsys, monkeypatch, *command, "-h")
+    assert rc == 0 and "Usage: compressor" in out and "-h" in out
+
+
+def test_version_names_compressor_and_its_runtimes(capsys, monkeypatch):
+    from compressor import __version__
+
+    for flag in ("--version", "-V"):
+        rc, out, _ = cli(capsys, monkeypatch, flag)
+        assert rc == 0 and out.startswith(f"compressor {__version__} (torch ") and "onnxruntime" in out
+
+
+def test_version_does_not_load_torch():
+    code = ("import sys; sys.argv = ['compressor', '--version']\nfrom compressor.cli import main\ntry:\n    main()\n"
+            "except SystemExit:\n    pass\nprint('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("False")
+
+
+@pytest.mark.parametrize("command", [["run"], ["gate"], ["fid-stats"], ["sensitivity"], ["inspect"], []])
+def test_option_help_is_clean(capsys, monkeypatch, command):
+    rc, out, _ = cli(capsys, monkeypatch, *command, "--help")
+    assert rc == 0
+    for typer_label in ("<bool>", "<list[str]>", "<str>", "<path>", "<int>"):
+        assert typer_label not in out
+    if command in (["run"], ["fid-stats"], ["sensitivity"]):
+        assert "[fid]" in out  # rich markup would have eaten it
+
+
+@pytest.mark.parametrize(
+    "words,expected",
+    [
+        ("compressor ru", {"run"}),
+        ("compressor run model --target jets", {"jetson", "jetson-orin"}),
+        ("compressor run model --profile tensorrt", {"tensorrt", "tensorrt-qat"}),
+        ("compressor run model --precision f", {"fp16", "fp32"}),
+        ("compressor targets show mob", {"mobile", "mobile-arm"}),
+    ],
+)
+def test_shell_completion(capsys, monkeypatch, words, expected):
+    monkeypatch.setenv("_COMPRESSOR_COMPLETE", "complete_bash")
+    monkeypatch.setenv("COMP_WORDS", words)
+    monkeypatch.setenv("COMP_CWORD", str(len(words.split()) - 1))
+    rc, out, _ = cli(capsys, monkeypatch)
+    assert rc == 0 and set(out.split()) == expected
+
+
+def test_completion_script_is_shown(capsys, monkeypatch):
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")  # name the shell instead of detecting it
+    rc, out, _ = cli(capsys, monkeypatch, "--show-completion", "bash")
+    assert rc == 0 and "_COMPRESSOR_COMPLETE=complete_bash" in out
+
+
+def test_dry_run_shows_what_each_flag_set(capsys, monkeypatch, tmp_path, generator_folder):
+    flags = ["--precision", "fp32", "--opset", "18", "--runs", "3", "--warmup", "1", "-o", tmp_path / "out"]
+    rc, out, _ = cli(capsys, monkeypatch, "run", generator_folder, "--dry-run", *flags)
+    plan = json.loads(out)
+    assert rc == 0
+    assert plan["cli_aliases"] == {
+        "--precision": ["stages.ptq=null", "budgets.latency_vs_baseline=null"],
+        "--opset": ["target.runtime.opset=18"],
+        "--runs": ["target.benchmark.runs=3"],
+        "--warmup": ["target.benchmark.warmup=1"],
+    }
+    target = plan["config"]["target"]
+    assert (target["runtime"]["opset"], target["benchmark"]["runs"], target["benchmark"]["warmup"]) == (18, 3, 1)
+    assert "ptq" not in plan["steps"] and plan["config"]["profile"]["budgets"]["latency_vs_baseline"] is None
+    assert plan["release_dir"] == str(tmp_path / "out" / "cpu-x86")
+
+
+@pytest.mark.parametrize(
+    "flags,expected",
+    [
+        (["--precision", "mixed"], {"--precision": ["stages.ptq.auto_precision=true"]}),
+        (["--precision", "int8", "--target", "gpu"], {"--precision": ["stages.ptq.auto_precision=false"]}),
+        (["--precision", "fp16", "--target", "gpu"],
+         {"--precision": ["stages.ptq=null", "target.runtime.float_dtype=fp16"]}),
+        (["--iterations", "7", "--fid-stats", "{tmp}/real.npz"],
+         {"--runs": ["target.benchmark.runs=7"], "--fid-stats": ['quality.fid_stats="{tmp}/real.npz"']}),
+    ],
+)
+def test_flag_aliases(capsys, monkeypatch, tmp_path, generator_folder, flags, expected):
+    (tmp_path / "real.npz").write_bytes(b"")  # the dry run checks it exists, nothing more
+    flags = [flag.format(tmp=tmp_path) for flag in flags]
+    rc, out, err = cli(capsys, monkeypatch, "run", generator_folder, "--dry-run", *flags)
+    assert rc == 0, err
+    assert json.loads(out)["cli_aliases"] == {flag: [s.format(tmp=tmp_path) for s in sets] for flag, sets in expected.items()}
+
+
+@pytest.mark.parametrize(
+    "args,code,expected",
+    [
+        (["{tmp}/absent"], 1, "{tmp}/absent: no such file or folder"),
+        (["{model}", "--card", "{tmp}/card.yaml"], 1, "{tmp}/card.yaml: no such file (given by --card)"),
+        (["{model}", "--calibration", "{tmp}/calib.npz"], 1, "{tmp}/calib.npz: calibration data not found"),
+        (["{model}", "--calibration", "{tmp}"], 1, "calibration data not found"),  # a folder without .npz files
+        (["{model}", "--fid-weights", "{tmp}/inception.pt"], 1, "{tmp}/inception.pt: no such file (given by --fid-weights"),
+        (["{model}", "--fid-stats", "{tmp}/real.npz"], 1, "{tmp}/real.npz: no such file (given by --fid-stats"),
+        (["{model}", "--precision", "fp16"], 2, "--precision fp16: target cpu-x86 runs fp32, int8"),
+        (["{model}", "--precision", "mixed", "--profile", "qat"], 2, "the qat stage has no auto_precision"),
+        (["{model}", "--opset", "17", "--target", "mobile"], 2, "target mobile-arm runs litert, which exports no ONNX"),
+        (["{model}", "--runs", "3", "--set", "target.benchmark.runs=4"], 2, "--runs and --set target.benchmark.runs"),
+    ],
+)
+def test_dry_run_refuses_missing_inputs_and_impossible_flags(capsys, monkeypatch, tmp_path, generator_folder, args, code, expected):
+    args = [a.format(tmp=tmp_path, model=generator_folder) for a in args]
+    rc, out, err = cli(capsys, monkeypatch, "run", *args, "--dry-run")
+    assert rc == code and out == ""
+    assert expected.format(tmp=tmp_path) in _one_line_error(err)
+
+
+def test_gate_names_the_budgets_it_knows(capsys, monkeypatch, tmp_path):
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"status": "complete", "config": {"profile": {"budgets": {}}}}))
+    rc, _, err = cli(capsys, monkeypatch, "gate", manifest, "--set", "budgets.foo.max=1")
+    line = _one_line_error(err)
+    assert rc == 2 and "unknown key 'foo'" in line and "size_mb" in line and "latency_ms" in line
+
+
+def _app_commands() -> dict[str, set[str]]:
+    """Each command of the app -> its subcommands (empty for a plain command)."""
+    import typer.main
+
+    from compressor.cli import app
+
+    root = typer.main.get_command(app)
+    return {name: set(getattr(command, "commands", {})) for name, command in root.commands.items()}
+
+
+def _source_texts() -> dict[Path, str]:
+    root = Path(__file__).resolve().parents[2]
+    files = [*sorted((root / "compressor").rglob("*.py")), root / "README.md"]
+    return {path: path.read_text() for path in files}
+
+
+def test_every_command_a_hint_names_exists():
+    commands = _app_commands()
+    for path, text in _source_texts().items():
+        for name, sub in re.findall(r"`compressor ([a-z][a-z-]*)(?: ([a-z][a-z-]*))?", text):
+            assert name in commands, f"{path}: `compressor {name}` is not a command"
+            if commands[name] and sub:
+                assert sub in commands[name], f"{path}: `compressor {name} {sub}` is not a command"
+
+
+def test_every_extra_a_hint_names_is_defined():
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    extras = set(tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    named = set()
+    for text in _source_texts().values():
+        # pip install 'compressor[x]' or -e '.[x]', and prose: the [x] extra
+        for found in re.findall(r"(?:compressor|\.)\[([a-z][a-z0-9_,-]*)\]|`?\[([a-z][a-z0-9_-]*)\]`? extra", text):
+            named.update(part for group in found for part in group.split(",") if part)
+    assert named and named <= extras, f"extras named in hints but not defined in pyproject.toml: {named - extras}"
 
 
 def test_importing_the_cli_stays_light():

@@ -88,6 +88,18 @@ def test_invalid_target_file_names_file_and_field(tmp_path, text, expected):
     assert str(path) in info.value.message and expected in info.value.message
 
 
+def test_invalid_files_point_to_the_schema_command(tmp_path):
+    # The hint names the command by the kind of file, not by the folder the user keeps it in.
+    (tmp_path / "cfg").mkdir()
+    for kind, loader, text in (("targets", load_target, "name: t\nruntime: onnxruntime\ncolour: blue\n"),
+                               ("profiles", load_profile, "name: p\ncolour: blue\n")):
+        path = tmp_path / "cfg" / f"{kind}.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError) as info:
+            loader(str(path))
+        assert info.value.message.endswith(f"`compressor {kind} schema` lists every field")
+
+
 def test_runtime_options_live_in_the_runtime_section(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("name: mine\nruntime: {kind: onnxruntime, opset: 17}\n")
@@ -132,7 +144,10 @@ def test_set_creates_a_budget_the_profile_leaves_out():
     [
         (["budgets.latency_ms.max=1", "budgets.latency_ms.batch=4"], "batch 4 is not a batch size the target times"),
         (["budgets.fid.max_delta=1", "quality.fid=off"], "a fid budget needs FID"),
-        (["budgets.size_mb.most=1"], "budgets.size_mb"),
+        (["budgets.size_mb.most=1"], "budget size_mb has no field 'most'; its fields: max"),
+        (["budgets.latency_ms.maximum=1"], "budget latency_ms has no field 'maximum'; its fields: max, batch"),
+        (["budgets.foo.max=1"], "unknown key 'foo' under profile.budgets; known: fd_surrogate, fid, latency_ms, "
+                                "latency_vs_baseline, psnr, size_mb, ssim"),
     ],
 )
 def test_budgets_that_cannot_be_checked_are_usage_errors(sets, expected):
@@ -143,3 +158,15 @@ def test_budgets_that_cannot_be_checked_are_usage_errors(sets, expected):
 def test_yaml_on_off_are_read_as_fid_modes():
     assert resolve("cpu", None, ["quality.fid=off"]).profile.quality.fid == "off"
     assert resolve("cpu", None, ["quality.fid=on"]).profile.quality.fid == "on"
+
+
+def test_gate_names_the_budgets_it_knows():
+    from compressor.release.gate import budgets_with_overrides
+
+    with pytest.raises(UsageError, match="unknown key 'foo' under profile.budgets; known: fd_surrogate, fid, latency_ms"):
+        budgets_with_overrides({}, ["budgets.foo.max=1"])
+
+
+def test_null_drops_a_stage():
+    config = resolve("cpu", None, ["stages.ptq.samples=32", "stages.ptq=null"])
+    assert [stage.kind for stage in config.profile.stages] == ["rewrite"]
