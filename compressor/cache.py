@@ -1,13 +1,18 @@
-"""Results cached by a hash of their inputs, so a rerun does not pay for them again: the sensitivity table
-and the features of a reference model's samples. They live under $COMPRESSOR_CACHE, else ~/.cache/compressor;
-each entry is written whole (a temporary file, then a rename), and deleting the folder is always safe.
+"""Results cached by a hash of their inputs, so a rerun does not pay for them again: the sensitivity table,
+the features of a reference model's own samples (keyed by the checkpoint, its sampler, seed and sample count,
+and the extractor's weights), and FID's Inception network exported to ONNX.
+
+They live under $COMPRESSOR_CACHE, else ~/.cache/compressor, one folder per kind (`sensitivity/`,
+`reference-features/`, `extractors/`). Each entry is written whole (a temporary file, then a rename), a
+cached array has a JSON file beside it saying what it was made from, and deleting the folder is always safe.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -18,14 +23,28 @@ def cache_dir(kind: str) -> Path:
     return Path(root) / kind
 
 
-def cached_array(kind: str, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
-    """The array stored under `key`, or `compute()` stored there first."""
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(tmp)` to a temporary file beside `path`, then rename it into place: readers (another run, another
+    torchrun rank) see the whole file or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def cached_array(
+    kind: str, key: str, compute: Callable[[], np.ndarray], describe: dict[str, Any] | None = None
+) -> tuple[np.ndarray, bool]:
+    """The array stored under `key`, or `compute()` stored there first (with `describe` beside it, as JSON);
+    also says whether it came from the cache."""
     path = cache_dir(kind) / f"{key}.npy"
     if path.is_file():
-        return np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False), True
     value = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{key}.{os.getpid()}.tmp.npy")
-    np.save(tmp, value, allow_pickle=False)
-    os.replace(tmp, path)
-    return value
+    write_atomically(path, lambda tmp: np.save(tmp, value, allow_pickle=False))
+    if describe is not None:
+        write_atomically(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(describe, indent=2)))
+    return value, False

@@ -30,7 +30,8 @@ class RunContext:
     state_dir: Path | None = None
     resume: bool = False
     fingerprint: str = ""  # the input checkpoint's and the resolved config's hashes: what a saved state was made for
-    progress: Callable[[str], None] = field(default=lambda detail: None, repr=False)  # the running stage's progress text
+    input_sha256: str = ""  # the input checkpoint's hash: what names the reference model's cached sample features
+    progress: Callable[..., None] = field(default=lambda text, done=None, total=None: None, repr=False)  # report(text, done, total)
     _trajectories: dict = field(default_factory=dict, repr=False)  # model_inputs already recorded, by (count, offset)
 
     @cached_property
@@ -51,7 +52,7 @@ class RunContext:
         # another torchrun rank, starts from the same weights.
         torch.manual_seed(config.seed)
         return cls(config=config, card=card, work_dir=work_dir, reference=reference, state_dir=state_dir, resume=resume,
-                   fingerprint=fingerprint)
+                   fingerprint=fingerprint, input_sha256=input_sha256)
 
     def samples(self, batch: int, offset: int = 0) -> dict[str, torch.Tensor]:
         """Seeded prior samples; `offset` keeps uses apart (parity vs calibration never share latents)."""

@@ -54,7 +54,7 @@ _QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTran
 
 def analyse(
     model: nn.Module, card: ModelCard, target: Target, *, ratios: list[float], samples: int, seed: int,
-    rules: list[LayerRule] = (), progress: Callable[[str], None] | None = None, fid: FeatureExtractor | None = None,
+    rules: list[LayerRule] = (), progress: Callable[..., None] | None = None, fid: FeatureExtractor | None = None,
 ) -> dict[str, Any]:
     """The sensitivity table of `model` (cached): {"channels": {group: {...}}, "precision": {layer: {...}}, ...};
     with `fid` (Inception features) every row also carries the FID of its outputs against the unchanged model's."""
@@ -70,7 +70,7 @@ def analyse(
     cached = ranks.from_main(lambda: json.loads(path.read_text()) if path.is_file() else None)  # one answer for all ranks
     if cached is not None:
         return {**cached, "cached": True}
-    table = _measure(model, card, target, settings, rules, progress or (lambda detail: None), fid)
+    table = _measure(model, card, target, settings, rules, progress or (lambda text, done=None, total=None: None), fid)
     if ranks.is_main:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -124,7 +124,7 @@ def _measure(model: nn.Module, card: ModelCard, target: Target, settings: dict, 
         done += 1
         elapsed = time.perf_counter() - start
         share = f" (this process's share of {len(jobs)})" if ranks.distributed else ""
-        progress(f"{done}/{len(mine)}{share}, about {elapsed / done * (len(mine) - done):.0f} s left")
+        progress(f"{done}/{len(mine)} settings{share}, about {elapsed / done * (len(mine) - done):.0f} s left", done, len(mine))
         row = {"psnr_db": psnr(reference, outputs, value_range)}
         if features is not None:
             row["fd_surrogate"] = frechet_distance_of_features(reference_features, _features(features, outputs, unit_range))

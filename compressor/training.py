@@ -30,7 +30,7 @@ import torch.nn as nn
 from compressor.distributed import world
 from compressor.errors import UsageError
 
-Progress = Callable[[str], None]
+Progress = Callable[..., None]  # report(text, done, total), as api.Steps.progress makes it
 
 
 @dataclass
@@ -96,7 +96,7 @@ def train(
         result.losses.append(_mean_over_ranks(loss.detach()))
         done = step + 1
         if progress:
-            progress(_progress_text(done, steps, result.losses[-1], time.perf_counter() - start, done - start_step))
+            progress(_progress_text(done, steps, result.losses[-1], time.perf_counter() - start, done - start_step), done, steps)
         if check is not None and check_every and (done % check_every == 0 or done == steps):
             value = ranks.from_main(lambda: _checked(modules, check))  # the same verdict, so every rank stops together
             result.checks.append((done, value))

@@ -1,11 +1,20 @@
-"""What a feature extractor is (FID's Inception, the FD-surrogate) and the batched loop that runs one."""
+"""What a feature extractor is (FID's Inception, the FD-surrogate), the batched loop that runs one, and the cache
+of a reference model's own sample features."""
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
+
+from compressor.cache import cache_dir, cached_array
+
+CACHE_KIND = "reference-features"
+CACHE_VERSION = 1  # bump when what a key names changes meaning (the entries it named are then never read)
 
 
 class FeatureExtractor(Protocol):
@@ -19,29 +28,51 @@ class FeatureExtractor(Protocol):
 
 
 def extract(
-    extractor: FeatureExtractor, images: np.ndarray, batch: int = 32, progress: Callable[[str], None] | None = None
+    extractor: FeatureExtractor, images: np.ndarray, batch: int = 32, progress: Callable[..., None] | None = None
 ) -> np.ndarray:
-    """Features of every image, `batch` at a time; `progress` is told 'name i/N images' after each batch."""
+    """Features of every image, `batch` at a time; `progress(text, done, total)` is told after each batch."""
     chunks = []
     with torch.inference_mode():
         for start in range(0, len(images), batch):
             chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + batch], np.float32))
             chunks.append(extractor(chunk).double().numpy())
             if progress:
-                progress(f"{extractor.name} features {min(start + batch, len(images))}/{len(images)} images")
+                done = min(start + batch, len(images))
+                progress(f"{extractor.name} features {done}/{len(images)} images", done, len(images))
     return np.concatenate(chunks)
 
 
-def extract_cached(
-    extractor: FeatureExtractor, images: np.ndarray, batch: int = 32, progress: Callable[[str], None] | None = None
-) -> np.ndarray:
-    """`extract`, cached by a hash of the images and the extractor's weights: the same images give the same
-    features, so a rerun on the same model skips the reference model's Inception pass (minutes on a CPU)."""
-    import hashlib
+@dataclass(frozen=True)
+class ModelSamples:
+    """Which samples of which model: what names their features in the cache without generating them. The card
+    carries the priors, the sampler (scheduler, steps) and the output range; the seed is the one their start
+    states are drawn on."""
 
-    from compressor.cache import cached_array
+    checkpoint_sha256: str
+    card: dict[str, Any]
+    seed: int
+    count: int
 
-    images = np.ascontiguousarray(images, np.float32)
-    digest = hashlib.sha256(f"{extractor.name}:{extractor.sha256}:{images.shape}".encode())
-    digest.update(images.tobytes())
-    return cached_array("features", digest.hexdigest()[:32], lambda: extract(extractor, images, batch, progress))
+    def key(self, extractor: FeatureExtractor) -> str:
+        named = {**asdict(self), "extractor": extractor.name, "extractor_sha256": extractor.sha256, "version": CACHE_VERSION}
+        return hashlib.sha256(json.dumps(named, sort_keys=True).encode()).hexdigest()[:32]
+
+    def cached(self, extractor: FeatureExtractor) -> bool:
+        return bool(self.checkpoint_sha256) and (cache_dir(CACHE_KIND) / f"{self.key(extractor)}.npy").is_file()
+
+    def describe(self, extractor: FeatureExtractor) -> dict[str, Any]:
+        return {"model": self.card.get("name"), "checkpoint_sha256": self.checkpoint_sha256, "seed": self.seed,
+                "samples": self.count, "extractor": extractor.name, "extractor_sha256": extractor.sha256}
+
+
+def model_sample_features(
+    samples: ModelSamples, extractor: FeatureExtractor, images: Callable[[], np.ndarray], batch: int = 32,
+    progress: Callable[..., None] | None = None,
+) -> tuple[np.ndarray, bool]:
+    """Features of a model's samples, and whether they came from the cache. `images()` (the samples as [N, 3, H, W]
+    in [0, 1]) is called only on a miss, so a rerun on the same model skips both generating them and the
+    Inception pass (minutes on a CPU). Without a checkpoint hash there is no safe key: nothing is cached."""
+    if not samples.checkpoint_sha256:
+        return extract(extractor, images(), batch, progress), False
+    return cached_array(CACHE_KIND, samples.key(extractor), lambda: extract(extractor, images(), batch, progress),
+                        samples.describe(extractor))

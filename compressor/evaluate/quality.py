@@ -8,10 +8,15 @@ the model card's sampler (one call for a GAN or VAE, the whole denoising loop fo
     user's real-image statistics (`quality.fid_stats`, Inception only) or, by default, the reference
     model's own samples on other seeds. The reference model's own score against that set is the noise
     floor; each artifact's `delta` is its score minus that floor, which is what budgets limit.
+
+The reference model's features (its own samples, and its outputs on the quality latents) are the same on every
+run of the same checkpoint, card, seed and sample count: they are cached under those (features.ModelSamples),
+so a second run pays FID for its artifact only. Before a long extraction the expected cost is logged.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +25,15 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from compressor.evaluate import fd_surrogate, fid
-from compressor.evaluate.features import FeatureExtractor, extract, extract_cached
+from compressor.evaluate.features import FeatureExtractor, ModelSamples, extract, model_sample_features
 from compressor.evaluate.frechet import (
     FeatureStats,
     StatsError,
     frechet_distance,
+    frechet_distance_of_features,
     kernel_inception_distance,
     load_stats,
+    sample_size_warning,
     stats_of,
 )
 from compressor.evaluate.images import is_image_batch, to_unit_rgb
@@ -39,6 +46,7 @@ if TYPE_CHECKING:
     from compressor.context import RunContext
 
 Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
+log = logging.getLogger("compressor")
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,14 @@ class _ReferenceSet:
     description: str
     floor: float = 0.0
     seconds: float = 0.0
+    cached: dict[str, bool] = field(default_factory=dict)  # which of the reference model's features came from the cache
+
+    def distance(self, features: np.ndarray) -> float:
+        """The Frechet distance of `features` to this set. With the set's own features at hand it is computed from
+        both feature arrays (exact, and milliseconds where two 2048 x 2048 eigendecompositions take seconds)."""
+        if self.features is not None:
+            return frechet_distance_of_features(features, self.features)
+        return frechet_distance(stats_of(features, self.extractor.name, self.extractor.sha256, warn=False), self.stats)
 
 
 @dataclass
@@ -95,7 +111,7 @@ class QualityEvaluator:
     ctx: RunContext
     settings: QualitySettings
     fid_source: FidSource
-    progress: Callable[[str], None] | None = None  # told what a long extraction is doing
+    progress: Callable[..., None] | None = None  # told what a long extraction is doing: (text, done, total)
     sets: dict[str, _ReferenceSet] = field(default_factory=dict)  # by metric: fd_surrogate, fid
     # Filled by prepare(): the quality start states (latents, x_T), what the reference makes of them, their value range.
     latents: dict[str, np.ndarray] = field(default_factory=dict)
@@ -119,11 +135,14 @@ class QualityEvaluator:
         extractors = {"fd_surrogate": fd_surrogate.RandomConvFeatures()}
         if self.fid_source.extractor is not None:
             extractors["fid"] = self.fid_source.extractor
+            log.info(self._fid_cost())
         for metric, extractor in extractors.items():
             start = time.perf_counter()
             reference_set = self._reference_set(metric, extractor)
-            features = self._features(extractor, self.reference_outputs, cached=True)
-            reference_set.floor = frechet_distance(self._stats(extractor, features), reference_set.stats)
+            features, reference_set.cached["outputs"] = self._reference_features(extractor, QUALITY_SEED_OFFSET)
+            if sample_size_warning(len(features), extractor.dim, extractor.name):  # said once per extractor
+                log.warning(sample_size_warning(len(features), extractor.dim, extractor.name))
+            reference_set.floor = reference_set.distance(features)
             reference_set.seconds = time.perf_counter() - start
             self.sets[metric] = reference_set
 
@@ -137,11 +156,21 @@ class QualityEvaluator:
                 "reference_model_score": reference_set.floor,
                 "extractor": reference_set.extractor.name,
                 "extractor_sha256": reference_set.extractor.sha256,
+                "reference_features_cached": reference_set.cached,
                 "seconds": round(reference_set.seconds, 3),
             }
+            if getattr(reference_set.extractor, "backend", None):
+                record[metric]["extractor_backend"] = reference_set.extractor.backend
         if self.fid_unavailable:
             record["fid"] = {"computed": False, "reason": self.fid_unavailable}
+        record["warnings"] = self.warnings()
         return record
+
+    def warnings(self) -> list[str]:
+        """What makes the scores less comparable than they look (kept in the manifest and shown in the reports)."""
+        found = [sample_size_warning(self.settings.samples, reference_set.extractor.dim, reference_set.extractor.name)
+                 for reference_set in self.sets.values()]
+        return [text for text in found if text]
 
     def score(self, runner: Runner, with_fid: bool) -> tuple[dict[str, Any], np.ndarray]:
         """Paired and distribution metrics of an artifact's samples; also returns the samples (for the gallery)."""
@@ -164,7 +193,7 @@ class QualityEvaluator:
         start = time.perf_counter()
         extractor = reference_set.extractor
         features = self._features(extractor, outputs)
-        value = frechet_distance(self._stats(extractor, features, warn=False), reference_set.stats)
+        value = reference_set.distance(features)
         result = {"value": value, "reference_model_score": reference_set.floor, "delta": value - reference_set.floor}
         if reference_set.features is not None:
             result["kid"] = kernel_inception_distance(features, reference_set.features)
@@ -176,10 +205,40 @@ class QualityEvaluator:
     def _stats(extractor: FeatureExtractor, features: np.ndarray, warn: bool = True) -> FeatureStats:
         return stats_of(features, extractor.name, extractor.sha256, warn=warn)  # warn once per extractor
 
-    def _features(self, extractor: FeatureExtractor, outputs: np.ndarray, cached: bool = False) -> np.ndarray:
-        """Features of `outputs`; the reference model's (the same on every run of a model) come from the cache."""
-        run = extract_cached if cached else extract
-        return run(extractor, to_unit_rgb(outputs, self.value_range), self.settings.batch, self.progress)
+    def _features(self, extractor: FeatureExtractor, outputs: np.ndarray) -> np.ndarray:
+        return extract(extractor, to_unit_rgb(outputs, self.value_range), self.settings.batch, self.progress)
+
+    def _reference_features(self, extractor: FeatureExtractor, offset: int) -> tuple[np.ndarray, bool]:
+        """Features of the reference model's samples on the seeds of `offset` (the quality latents, or its own set),
+        from the cache when a run of this checkpoint, card, seed and count made them before."""
+        def images() -> np.ndarray:
+            outputs = self.reference_outputs if offset == QUALITY_SEED_OFFSET else self._own_samples()
+            return to_unit_rgb(outputs, self.value_range)
+
+        return model_sample_features(self._model_samples(offset), extractor, images, self.settings.batch, self.progress)
+
+    def _model_samples(self, offset: int) -> ModelSamples:
+        card = self.ctx.card.model_dump(mode="json")
+        return ModelSamples(self.ctx.input_sha256, card, self.ctx.config.seed + offset, self.settings.samples)
+
+    def _own_samples(self) -> np.ndarray:
+        """The reference model's samples on its own seeds: generated once, shared by the extractors that need them."""
+        if self.own_samples is None:
+            latents = self._latents(QUALITY_REFERENCE_SEED_OFFSET)
+            self.own_samples = self._generate(torch_call(self.ctx.reference), latents, QUALITY_REFERENCE_SEED_OFFSET)
+        return self.own_samples
+
+    def _fid_cost(self) -> str:
+        """What FID will cost, told before it starts: the Inception passes ahead and their expected time here."""
+        extractor, count = self.fid_source.extractor, self.settings.samples
+        offsets = [QUALITY_SEED_OFFSET] + ([] if self.fid_source.reference_stats else [QUALITY_REFERENCE_SEED_OFFSET])
+        missing = [offset for offset in offsets if not self._model_samples(offset).cached(extractor)]
+        images = count * (len(missing) + 1)  # + the final artifact's
+        rate = getattr(extractor, "images_per_second", None)
+        expected = f", about {images / rate:.0f} s at {rate:.0f} images/s here" if rate else ""
+        cached = (f"; the reference model's {len(offsets) - len(missing)} of {len(offsets)} sets come from the cache"
+                  if len(missing) < len(offsets) else "; the reference model's features are cached for the next run")
+        return f"FID: {images} images through {extractor.name} ({count} per set){expected}{cached}"
 
     def _latents(self, offset: int) -> dict[str, np.ndarray]:
         return self.ctx.sampler.start(self.settings.samples, self.ctx.config.seed + offset)
@@ -193,12 +252,11 @@ class QualityEvaluator:
         stats = self.fid_source.reference_stats
         if metric == "fid" and stats is not None:
             return _ReferenceSet(extractor, stats, None, f"statistics file {self.fid_source.stats_file} ({stats.count} images)")
-        if self.own_samples is None:  # generated once, shared by the extractors
-            latents = self._latents(QUALITY_REFERENCE_SEED_OFFSET)
-            self.own_samples = self._generate(torch_call(self.ctx.reference), latents, QUALITY_REFERENCE_SEED_OFFSET)
-        features = self._features(extractor, self.own_samples, cached=True)
-        description = f"reference model samples ({len(self.own_samples)}, seed offset {QUALITY_REFERENCE_SEED_OFFSET})"
-        return _ReferenceSet(extractor, self._stats(extractor, features, warn=False), features, description)
+        features, cached = self._reference_features(extractor, QUALITY_REFERENCE_SEED_OFFSET)
+        description = f"reference model samples ({len(features)}, seed offset {QUALITY_REFERENCE_SEED_OFFSET})"
+        reference_set = _ReferenceSet(extractor, self._stats(extractor, features, warn=False), features, description)
+        reference_set.cached["own_samples"] = cached
+        return reference_set
 
     def _value_range(self) -> tuple[float, float]:
         declared = self.ctx.sampler.range

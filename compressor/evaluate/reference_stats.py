@@ -4,6 +4,10 @@ The source is real images (a folder, or an .npz with an `images` array) or a mod
 compressor.yaml, or a checkpoint), whose own samples are drawn on the seeds a run uses for its
 reference set. The .npz written holds mu, sigma, count and the extractor's name and sha256, so a run
 refuses statistics made with other weights.
+
+A model's features go through the same cache as a run's reference set (features.ModelSamples: checkpoint,
+card, seed, sample count, extractor): `fid-stats` on a model a run already measured writes what the cache
+holds at once, and a run after `fid-stats` finds its reference features cached.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import numpy as np
 
 from compressor.checkpoint import load_checkpoint
 from compressor.evaluate import fd_surrogate, fid
-from compressor.evaluate.features import FeatureExtractor, extract
+from compressor.evaluate.features import FeatureExtractor, ModelSamples, extract, model_sample_features
 from compressor.evaluate.frechet import FeatureStats, stats_of
 from compressor.evaluate.images import (
     ImageSetError,
@@ -50,28 +54,39 @@ def reference_stats(
     samples: int = 256,
     seed: int = 0,
     batch: int = 32,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[..., None] | None = None,
     trust_pickle: bool = False,
-) -> FeatureStats:
-    """Statistics of `source`'s images (or its model's samples), written atomically to `out`."""
+) -> tuple[FeatureStats, bool]:
+    """Statistics of `source`'s images (or its model's samples), written atomically to `out`; also says whether
+    the features came from the cache (a model's only)."""
     source = Path(source)
-    images = _model_samples(source, samples, seed, batch, trust_pickle) if is_model_source(source) else load_real_images(source)
-    stats = stats_of(extract(extractor, images, batch, progress), extractor.name, extractor.sha256)
+    if is_model_source(source):
+        features, cached = _model_features(source, extractor, samples, seed, batch, progress, trust_pickle)
+    else:
+        features, cached = extract(extractor, load_real_images(source), batch, progress), False
+    stats = stats_of(features, extractor.name, extractor.sha256)
     partial = Path(out).with_name(Path(out).name + ".partial.npz")  # np.savez appends .npz to other names
     stats.save(partial)
     os.replace(partial, out)
-    return stats
+    return stats, cached
 
 
-def _model_samples(source: Path, samples: int, seed: int, batch: int, trust_pickle: bool) -> np.ndarray:
+def _model_features(
+    source: Path, extractor: FeatureExtractor, samples: int, seed: int, batch: int, progress, trust_pickle: bool
+) -> tuple[np.ndarray, bool]:
     loaded = load_checkpoint(source, trust_pickle=trust_pickle)
     sampler = sampler_for(loaded.card)
-    start = sampler.start(samples, seed + QUALITY_REFERENCE_SEED_OFFSET)  # what the quality step draws its reference from
-    outputs = generate_all(sampler, torch_call(loaded.model), start, batch, seed + QUALITY_REFERENCE_SEED_OFFSET)
-    value_range = sampler.range
-    if not is_image_batch(outputs.shape) or value_range is None:
-        raise ImageSetError(
-            f"{source}: the model's first output must be [N, 1|3, H, W] images with a declared range "
-            f"(outputs: range: [low, high] in {CARD_FILE}); got shape {list(outputs.shape)}, range {value_range}"
-        )
-    return to_unit_rgb(outputs, value_range)
+    reference_seed = seed + QUALITY_REFERENCE_SEED_OFFSET  # what the quality step draws its reference set from
+
+    def images() -> np.ndarray:
+        start = sampler.start(samples, reference_seed)
+        outputs = generate_all(sampler, torch_call(loaded.model), start, batch, reference_seed)
+        if not is_image_batch(outputs.shape) or sampler.range is None:
+            raise ImageSetError(
+                f"{source}: the model's first output must be [N, 1|3, H, W] images with a declared range "
+                f"(outputs: range: [low, high] in {CARD_FILE}); got shape {list(outputs.shape)}, range {sampler.range}"
+            )
+        return to_unit_rgb(outputs, sampler.range)
+
+    named = ModelSamples(loaded.sha256, loaded.card.model_dump(mode="json"), reference_seed, samples)
+    return model_sample_features(named, extractor, images, batch, progress)

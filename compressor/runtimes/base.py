@@ -77,6 +77,9 @@ class Runtime:
     def __init__(self, target: Target) -> None:
         self.target = target
         self.options = target.runtime
+        # `report(text, done, total)` of the export's long loops (calibration batches, bias correction's layers);
+        # the run points it at its progress display.
+        self.progress: Callable[..., None] = lambda text, done=None, total=None: None
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

@@ -51,7 +51,8 @@ class OnnxRuntime(OnnxBackend):
         from compressor.runtimes import onnxruntime_quantize
 
         return onnxruntime_quantize.quantize(
-            fp32, out, plan.feeds, self.target, plan.method, plan.percentile, float_nodes, calibration_cache=cache
+            fp32, out, plan.feeds, self.target, plan.method, plan.percentile, float_nodes, calibration_cache=cache,
+            progress=self.progress,
         )
 
     def check_quantizable(self, graph: onnx.ModelProto) -> None:
@@ -83,9 +84,10 @@ class OnnxRuntime(OnnxBackend):
         runner = self.load(artifact)
         settings = self.target.benchmark
         results = {}
-        for batch in settings.batch_sizes:
+        for done, batch in enumerate(settings.batch_sizes, 1):
             feeds = {name: t.numpy() for name, t in sample_inputs(card, batch, seed).items()}
             stats = time_callable(lambda: runner(feeds), settings.warmup, settings.runs)
+            self.progress(f"batch {batch}: {settings.runs} runs", done, len(settings.batch_sizes))
             stats["per_sample_ms"] = stats["median_ms"] / batch
             results[str(batch)] = stats
         return {"batches": results, "threads": settings.threads, "provider": "CPUExecutionProvider"}

@@ -29,7 +29,7 @@ _ELEMENTWISE = {
 
 def quantize(
     fp32: Path, out: Path, batches: list[dict[str, np.ndarray]], target: Target, method: str, percentile: float,
-    exclude: Sequence[str] = (), calibration_cache: Path | None = None,
+    exclude: Sequence[str] = (), calibration_cache: Path | None = None, progress=None,
 ) -> Path:
     """Write the int8 QDQ model calibrated on `batches`; nodes named in `exclude` stay in float. Concat inputs
     then share their output's scale, and value-moving ops run on uint8 (onnx/qdq.py: share_concat_scales,
@@ -52,7 +52,7 @@ def quantize(
         quantize_static(
             str(fp32),
             str(out),
-            calibration_reader(batches),
+            calibration_reader(batches, progress),
             quant_format=QuantFormat.QDQ,
             per_channel=rules.weight_per_channel,
             reduce_range=rules.weight_bits == 7,  # ORT's 7-bit weights (see QuantizationRules.weight_bits)
@@ -121,8 +121,9 @@ def phase_arguments(graph) -> list[str]:
     return names
 
 
-def calibration_reader(batches: list[dict[str, np.ndarray]]):
-    """The CalibrationDataReader quantize_static wants, over a list of feeds."""
+def calibration_reader(batches: list[dict[str, np.ndarray]], progress=None):
+    """The CalibrationDataReader quantize_static wants, over a list of feeds; `progress(text, done, total)` is told
+    as each feed is handed over."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class Feeds(CalibrationDataReader):
@@ -130,9 +131,14 @@ def calibration_reader(batches: list[dict[str, np.ndarray]]):
 
         def __init__(self) -> None:
             self._feeds = iter(batches)
+            self._handed = 0
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self._feeds, None)
+            feed = next(self._feeds, None)
+            if feed is not None and progress:
+                self._handed += 1
+                progress(f"calibration {self._handed}/{len(batches)} batches", self._handed, len(batches))
+            return feed
 
     return Feeds()
 

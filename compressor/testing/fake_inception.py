@@ -22,7 +22,8 @@ class FidHelperStyle(nn.Module):
         self.project = nn.Parameter(torch.randn(features, 3 * 8 * 8, generator=generator))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(F.adaptive_avg_pool2d(x, 8).flatten(1) @ self.project.t())
+        # 299 // 37 = 8 windows a side; a fixed window (not adaptive pooling) exports to ONNX like Inception's own pools
+        return F.relu(F.avg_pool2d(x, 37).flatten(1) @ self.project.t())
 
 
 class NvidiaStyle(nn.Module):

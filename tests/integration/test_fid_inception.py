@@ -49,3 +49,20 @@ def test_inception_fid_separates_digits_from_noise(inception):
     digits_vs_digits = frechet_distance(stats["first"], stats["second"])
     digits_vs_noise = frechet_distance(stats["first"], stats["noise"])
     assert 0 < digits_vs_digits < digits_vs_noise / 2
+
+
+def test_onnxruntime_gives_torchscripts_features_and_fid(inception):
+    """The speed-up changes no number that matters: features within ORT_TOLERANCE of TorchScript's on real digits,
+    and the same FID to 4 significant digits."""
+    from compressor.evaluate.fid import ORT_TOLERANCE
+
+    assert inception.backend == "onnxruntime"
+    images = np.concatenate([_digits(0, 12), _digits(500, 12)])
+    fast = extract(inception, images, batch=12)
+    with torch.inference_mode():
+        resized = F.interpolate(torch.from_numpy(images), size=(299, 299), mode="bilinear", align_corners=False)
+        exact = inception.network(resized).reshape(len(images), -1).double().numpy()
+    assert np.abs(fast - exact).max() <= ORT_TOLERANCE
+    scores = [frechet_distance(stats_of(f[:12], "inception-v3", "x", warn=False), stats_of(f[12:], "inception-v3", "x", warn=False))
+              for f in (fast, exact)]
+    assert scores[0] == pytest.approx(scores[1], rel=1e-4)

@@ -50,9 +50,10 @@ def test_time_callable_counts_warmup_and_runs():
 
 
 def test_reference_features_come_from_the_cache_on_a_rerun():
+    """Keyed by the model and its sampling, not the images: a rerun neither generates the samples nor extracts."""
     import numpy as np
 
-    from compressor.evaluate.features import extract_cached
+    from compressor.evaluate.features import ModelSamples, model_sample_features
 
     class CountingFeatures:
         name, sha256, dim = "counting", "0" * 64, 3
@@ -62,10 +63,19 @@ def test_reference_features_come_from_the_cache_on_a_rerun():
             CountingFeatures.calls += 1
             return images.mean(dim=(2, 3))
 
-    images = np.random.default_rng(0).random((6, 3, 4, 4), dtype=np.float32)
-    first = extract_cached(CountingFeatures(), images, batch=2)
-    again = extract_cached(CountingFeatures(), images, batch=2)
-    other = extract_cached(CountingFeatures(), images[::-1], batch=2)
-    assert CountingFeatures.calls == 6  # three batches for the first set, three for the other, none for the rerun
+    generated = []
+
+    def images():
+        generated.append(1)
+        return np.random.default_rng(len(generated)).random((6, 3, 4, 4), dtype=np.float32)
+
+    card = {"name": "toy", "inputs": {"z": [8]}}
+    first, first_cached = model_sample_features(ModelSamples("a" * 64, card, 9000, 6), CountingFeatures(), images, batch=2)
+    again, again_cached = model_sample_features(ModelSamples("a" * 64, card, 9000, 6), CountingFeatures(), images, batch=2)
+    assert (first_cached, again_cached) == (False, True)
+    assert CountingFeatures.calls == 3 and len(generated) == 1  # three batches, once
     np.testing.assert_array_equal(first, again)
-    assert not np.array_equal(first, other)
+    for other in (ModelSamples("b" * 64, card, 9000, 6), ModelSamples("a" * 64, card, 9001, 6),
+                  ModelSamples("a" * 64, {**card, "name": "other"}, 9000, 6), ModelSamples("a" * 64, card, 9000, 8)):
+        assert not other.cached(CountingFeatures()), other  # another checkpoint, seed, card (sampler) or count
+    assert not model_sample_features(ModelSamples("", card, 9000, 6), CountingFeatures(), images)[1]  # no hash: no cache

@@ -47,7 +47,7 @@ def test_a_named_file_that_is_missing_is_not_skipped(tmp_path, monkeypatch):
         (lambda p: p.write_bytes(b"\x00garbage" * 100), "unreadable"),
         (lambda p: torch.save({"conv.weight": torch.zeros(2)}, p), "a torch.save file \\(a state dict\\?\\)"),
         (lambda p: write_fake_inception(p, features=10), "gives 10 features per image, not Inception-v3's 2048"),
-        (lambda p: torch.jit.script(torch.nn.Linear(3, 2048)).save(str(p)), "does not take a \\[1, 3, 299, 299\\]"),
+        (lambda p: torch.jit.script(torch.nn.Linear(3, 2048)).save(str(p)), "does not take an \\[N, 3, 299, 299\\]"),
     ],
 )
 def test_wrong_or_corrupt_weights_are_one_line_errors(tmp_path, make, expected):
@@ -72,3 +72,16 @@ def test_both_torchscript_conventions_see_the_same_pixels(tmp_path):
         torch.testing.assert_close(helper(images), from_helper)
     assert nvidia(images).shape == helper(images).shape == (2, 2048)
     assert len(helper.sha256) == 64 and helper.sha256 != nvidia.sha256
+
+
+@pytest.mark.parametrize("style", ["helper", "nvidia"])
+def test_features_run_on_onnxruntime_and_fall_back_to_torchscript_saying_why(tmp_path, monkeypatch, caplog, style):
+    path = write_fake_inception(tmp_path / f"{style}.pt", style=style)
+    fast = fid.InceptionFeatures(path)
+    images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    assert fast.backend == "onnxruntime" and fast.images_per_second > 0
+    monkeypatch.setattr(fid, "ORT_TOLERANCE", -1.0)  # no difference passes: ONNX Runtime must be refused
+    with caplog.at_level("WARNING", logger="compressor"):
+        slow = fid.InceptionFeatures(path)
+    assert slow.backend == "torchscript" and "run on TorchScript" in caplog.text
+    torch.testing.assert_close(fast(images), slow(images), atol=1e-4, rtol=0)  # the default ORT_TOLERANCE

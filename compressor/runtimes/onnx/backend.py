@@ -123,7 +123,7 @@ class OnnxBackend(Runtime):
 
         from compressor.runtimes.onnx.bias_correction import correct_biases
 
-        shifts = correct_biases(fp32, quantized, plan.feeds, self.session_options())
+        shifts = correct_biases(fp32, quantized, plan.feeds, self.session_options(), self.progress)
         onnx.save(quantized, str(out))
         return {"applied": True, "nodes": len(shifts), "largest_shift": max(shifts.values(), default=0.0)}
 

@@ -34,10 +34,10 @@ class _Bias:
 
 
 def correct_biases(fp32: onnx.ModelProto, quantized: onnx.ModelProto, feeds: list[dict[str, np.ndarray]],
-                   session_options=None) -> dict[str, float]:
+                   session_options=None, progress=None) -> dict[str, float]:
     """Move, in place, the biases of `quantized`'s Conv and Gemm nodes so that their output channel means on
     `feeds` match those of the `fp32` node of the same name. Returns, per corrected node output, the largest
-    channel shift applied."""
+    channel shift applied. `progress(text, done, total)` is told after each layer."""
     # Matched by node name, which a Q/DQ quantizer keeps; an output tensor can be renamed (one that was a graph
     # output becomes the QuantizeLinear's input, "<name>_QuantizeLinear_Input" in ORT's quantizer).
     fp32_outputs = {node.name: node.output[0] for node in fp32.graph.node if node.name}
@@ -45,11 +45,13 @@ def correct_biases(fp32: onnx.ModelProto, quantized: onnx.ModelProto, feeds: lis
     target = _channel_means(fp32, [fp32_outputs[bias.node.name] for bias in biases], feeds, session_options)
     initializers = {init.name: init for init in quantized.graph.initializer}
     shifts = {}
-    for bias in biases:  # graph order is topological: a layer is measured with the ones before it corrected
+    for done, bias in enumerate(biases, 1):  # graph order is topological: a layer is measured with the ones before it corrected
         name = bias.node.output[0]
         shift = target[fp32_outputs[bias.node.name]] - _channel_means(quantized, [name], feeds, session_options)[name]
         _move(initializers[bias.values], shift, initializers[bias.scale] if bias.scale else None)
         shifts[name] = float(np.abs(shift).max())
+        if progress:
+            progress(f"bias correction {done}/{len(biases)} layers", done, len(biases))
     return shifts
 
 
