@@ -27,9 +27,20 @@ from compressor.errors import ParityError, UsageError
 from compressor.evaluate.latency import time_callable
 from compressor.evaluate.parity import check_parity
 from compressor.evaluate.quality import QualityEvaluator, prepare_fid
+from compressor.hostcpu import host_record
+from compressor.progress import StepListener
 from compressor.release.budgets import check_budgets
 from compressor.release.gallery import GALLERY_FILE, write_gallery
-from compressor.release.manifest import MANIFEST_FILE, SCHEMA_VERSION, Manifest, ReleaseFolder, library_versions
+from compressor.release.html_report import REPORT_HTML_FILE, write_html_report
+from compressor.release.manifest import (
+    MANIFEST_FILE,
+    SCHEMA_VERSION,
+    Manifest,
+    ReleaseFolder,
+    library_versions,
+    release_verdict,
+    utc_now,
+)
 from compressor.release.report import REPORT_FILE, write_report
 from compressor.release.student import write_student
 from compressor.runtimes import RUNTIMES, runtime_for
@@ -69,38 +80,53 @@ class RunResult:
         """Each budget's {value, limit, ok}; empty when the profile sets none."""
         return self.manifest.get("budgets", {})
 
+    @property
+    def report_html(self) -> Path:
+        """report.html beside report.md: the same report as one self-contained page, with plots."""
+        return self.release_dir / REPORT_HTML_FILE
+
 
 @dataclass
 class Steps:
-    """Calls the optional progress callback around each step (start, then done or failed) and records its duration."""
+    """Runs the named steps of a command, records how long each took, and tells an optional listener (the CLI's
+    progress display, compressor/progress.py) when each starts ("step k/n"), advances and ends."""
 
-    on_step: Callable[[str, str], None] | None = None
+    listener: StepListener | None = None
+    planned: int = 0  # how many steps the command will take; 0 when not known
     seconds: dict[str, float] = field(default_factory=dict)
+    started: int = 0
 
     def run(self, name: str, fn: Callable[[], Any]) -> Any:
-        self._tell(name, "start")
+        self.started += 1
+        if self.listener:
+            self.listener.step_started(name, self.started, max(self.planned, self.started) if self.planned else 0)
         start = time.perf_counter()
         try:
             value = fn()
         except BaseException:
-            self._tell(name, "failed")
+            if self.listener:
+                self.listener.step_finished(name, False, time.perf_counter() - start)
             raise
         self.seconds[name] = time.perf_counter() - start
-        self._tell(name, "done")
+        if self.listener:
+            self.listener.step_finished(name, True, self.seconds[name])
         return value
 
-    def progress(self, name: str) -> Callable[[str], None]:
-        """A callable that passes progress text of a running step (e.g. 'features 64/256') to the callback."""
-        return lambda detail: self._tell(name, detail)
+    def progress(self, name: str) -> Callable[..., None]:
+        """`report(text, done=None, total=None)` for the long loop of a running step: 'inception-v3 features
+        64/256 images', 64, 256 (a bar with an ETA where done and total are given)."""
+        def report(text: str, done: int | None = None, total: int | None = None) -> None:
+            if self.listener:
+                self.listener.step_advanced(name, text, done, total)
 
-    def _tell(self, name: str, event: str) -> None:
-        if self.on_step:
-            self.on_step(name, event)
+        return report
 
 
 def plan(config: RunConfig) -> dict[str, Any]:
-    """The resolved configuration and the ordered steps a run would take (what --dry-run prints)."""
+    """The resolved configuration and the ordered steps a run would take (what --dry-run prints), after checking
+    that every input file it names exists."""
     resolved = _resolve(config)
+    _check_inputs_exist(config, resolved)
     runtime = RUNTIMES[resolved.target.runtime.kind]
     return {
         "checkpoint": str(config.checkpoint),
@@ -112,6 +138,26 @@ def plan(config: RunConfig) -> dict[str, Any]:
     }
 
 
+def _check_inputs_exist(config: RunConfig, resolved: ResolvedConfig) -> None:
+    """Only that each named file is there (reading them is the run's job): a dry run that passes, then a run that
+    fails at once on a typo, would make the dry run useless in CI."""
+    from compressor.errors import CheckpointError, ConfigError
+
+    if not Path(config.checkpoint).exists():
+        raise CheckpointError(f"{config.checkpoint}: no such file or folder; check the path")
+    quality = resolved.profile.quality
+    files = {"--card": config.card, "--fid-weights or quality.fid_weights": quality.fid_weights,
+             "--fid-stats or quality.fid_stats": quality.fid_stats}
+    for source, path in files.items():
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{path}: no such file (given by {source}); check the path")
+    for stage in resolved.profile.stages:  # --calibration lands on the quantizing stage; a profile may name one too
+        calibration = getattr(stage, "calibration", None)
+        if calibration and not (Path(calibration).is_file() or any(Path(calibration).glob("*.npz"))):
+            raise ConfigError(f"{calibration}: calibration data not found (given by --calibration or stages.{stage.kind}."
+                              "calibration); pass an .npz file or a folder of them")
+
+
 def _planned_steps(resolved: ResolvedConfig, runtime: Runtime) -> list[str]:
     stages = resolved.profile.stages
     files = runtime.artifact_names(
@@ -121,10 +167,11 @@ def _planned_steps(resolved: ResolvedConfig, runtime: Runtime) -> list[str]:
     return ["load", *(stage.kind for stage in stages), "export", "quality reference", *checks, "budgets", "report"]
 
 
-def run(config: RunConfig, on_step: Callable[[str, str], None] | None = None) -> RunResult | None:
+def run(config: RunConfig, listener: StepListener | None = None) -> RunResult | None:
     """Compress, export, check and time the model; write the release atomically to OUT/<target-name>/. Under
     torchrun every rank runs the stages (sharing their work, compressor/distributed.py) and rank 0 alone goes on
     to write the release; the other ranks return None."""
+    started_at = utc_now()
     ranks = world()
     resolved = _resolve(config)
     ranks.agree(resolved.sha256(), "the resolved config", "launch every rank with the same command, options and files")
@@ -134,20 +181,21 @@ def run(config: RunConfig, on_step: Callable[[str, str], None] | None = None) ->
     if not ranks.is_main:
         return _run_stages_as_helper(config, resolved, release.state_dir)
     release.preflight()
-    steps = Steps(on_step)
+    steps = Steps(listener, planned=len(_planned_steps(resolved, runtime)))
     # Missing FID weights, or reference statistics made with others, fail here, before any work.
     fid_source = prepare_fid(resolved.profile.quality, budget_needs_fid=resolved.profile.budgets.fid is not None)
     loaded = steps.run("load", lambda: _load(config))
     ranks.agree(loaded.sha256, "the checkpoint", "give every rank the same model files")
     _check_calibration_files(resolved, loaded)
     with release as work:
-        manifest = Manifest(work / MANIFEST_FILE, _header(config, resolved, loaded, runtime))
+        manifest = Manifest(work / MANIFEST_FILE, _header(config, resolved, loaded, runtime, started_at))
         manifest.data["artifacts"] = {}
         manifest.add_stage("load", steps.seconds["load"], metrics={"format": loaded.format})
         ctx = RunContext.create(loaded.model, loaded.card, resolved, work, state_dir=release.state_dir,
                                 resume=config.resume, input_sha256=loaded.sha256)
         model, plan, student = _run_stages(loaded.model, ctx, steps, manifest)
         original = ctx.reference if student else None  # the baseline is the user's architecture (see Runtime.export)
+        runtime.progress = steps.progress("export")  # calibration and bias correction report through it
         artifacts = steps.run("export", lambda: runtime.export(model, ctx.card, plan, work, original))
         manifest.add_stage("export", steps.seconds["export"], artifacts=[artifact.name for artifact in artifacts])
         quality = QualityEvaluator(ctx, resolved.profile.quality, fid_source, steps.progress("quality reference"))
@@ -166,9 +214,17 @@ def run(config: RunConfig, on_step: Callable[[str, str], None] | None = None) ->
         manifest.data["release_files"] = [path.name for path in shipped]
         manifest.data["budgets"] = steps.run("budgets", lambda: check_budgets(manifest.data, resolved.profile.budgets))
         manifest.data["status"] = "complete"
+        manifest.data["verdict"] = release_verdict(manifest.data["budgets"])
+        manifest.data["finished_at"] = utc_now()
         manifest.write()
-        steps.run("report", lambda: write_report(manifest.data, work / REPORT_FILE))
+        steps.run("report", lambda: _write_reports(manifest.data, work))
     return RunResult(release_dir=release.final, manifest=manifest.data, report=release.final / REPORT_FILE)
+
+
+def _write_reports(manifest: dict[str, Any], folder: Path) -> None:
+    """report.md and, beside it, report.html (the same content with plots and the gallery embedded)."""
+    write_report(manifest, folder / REPORT_FILE)
+    write_html_report(manifest, folder / REPORT_HTML_FILE)
 
 
 def _run_stages_as_helper(config: RunConfig, resolved: ResolvedConfig, state_dir: Path) -> None:
@@ -224,6 +280,7 @@ def _check_and_time(
     if not record["parity"]["ok"]:
         raise ParityError(_parity_message(artifact, record["parity"]))
     seed = ctx.config.seed + BENCHMARK_SEED_OFFSET
+    runtime.progress = steps.progress(bench)
     record["latency"] = steps.run(bench, lambda: _benchmark(runtime, artifact, ctx, seed))
     manifest.add_stage(bench, steps.seconds[bench], metrics=record["latency"])
 
@@ -252,8 +309,8 @@ def _judge(artifact: Artifact, quality: QualityEvaluator, runtime: Runtime, ctx:
         count = ctx.config.profile.quality.gallery
         reference = quality.reference_outputs[:count]
         if not quality.not_images:
-            gallery = write_gallery(ctx.work_dir / GALLERY_FILE, reference, samples[:count], quality.value_range)
-            manifest.data["gallery"] = {"file": gallery.name, "samples": len(reference), "artifact": artifact.name}
+            gallery = write_gallery(ctx.work_dir / GALLERY_FILE, reference, samples[:count], quality.value_range, artifact.name)
+            manifest.data["gallery"] = {**gallery, "artifact": artifact.name}
     manifest.add_stage(name, steps.seconds[name], metrics=_headline(record))
 
 
@@ -338,13 +395,19 @@ def _check_calibration_files(resolved: ResolvedConfig, loaded: LoadedModel) -> N
             load_calibration(Path(stage.calibration), loaded.card)  # read again by the stage; cheap
 
 
-def _header(config: RunConfig, resolved: ResolvedConfig, loaded: LoadedModel, runtime: Runtime) -> dict[str, Any]:
+def _header(
+    config: RunConfig, resolved: ResolvedConfig, loaded: LoadedModel, runtime: Runtime, started_at: str
+) -> dict[str, Any]:
     summary = summarize(loaded.model, loaded.card)
     return {
         "schema_version": SCHEMA_VERSION,
         "status": "running",
+        "verdict": None,  # pass / fail / pending once the budgets are checked
+        "started_at": started_at,
+        "finished_at": None,
         "runtime": runtime.name,
         "versions": library_versions(),
+        "host": host_record(),
         "input": {"path": str(config.checkpoint), "format": loaded.format, "sha256": loaded.sha256, "files": loaded.files},
         "model": {
             "card": loaded.card.model_dump(mode="json"),

@@ -10,12 +10,34 @@ from __future__ import annotations
 from pathlib import Path
 
 INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+# What the manifest records of the host: the vector and matrix extensions that decide which kernels a runtime
+# picks (x86 `flags`, Arm `Features`), so a latency figure can be read against the hardware that produced it.
+# The full list (100+ flags) would bury these among ones no kernel choice depends on.
+KERNEL_FLAGS = (
+    "sse4_2", "avx", "fma", "f16c", *INT8_FLAGS, "avx512bw", "avx512vl", "avx512_bf16", "avx512_fp16",
+    "amx_tile", "amx_bf16", "asimd", "asimddp", "i8mm", "bf16", "sve", "sve2",
+)
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     """The int8-relevant flags of the first CPU listed (all cores of a machine share them)."""
     flags = _first_field(cpuinfo, "flags")
     return set(flags.split()) & set(INT8_FLAGS) if flags else set()
+
+
+def kernel_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """The KERNEL_FLAGS the first CPU listed has, in KERNEL_FLAGS' order (x86 `flags` or Arm `Features`)."""
+    found = set((_first_field(cpuinfo, "flags") or _first_field(cpuinfo, "Features") or "").split())
+    return [flag for flag in KERNEL_FLAGS if flag in found]
+
+
+def host_record(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, object]:
+    """The manifest's `host`: CPU model, its kernel-relevant flags, logical cores and those this process may use."""
+    import os
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu_model": cpu_model(cpuinfo), "cpu_flags": kernel_flags(cpuinfo), "cores": os.cpu_count(),
+            "cores_usable": usable}
 
 
 def has_vnni(flags: set[str]) -> bool:

@@ -17,7 +17,8 @@ from typing import Any
 from compressor.errors import CompressorError, OutputError
 from compressor.files import sha256_file
 from compressor.release.budgets import Budgets, check_budgets, final_artifact
-from compressor.release.manifest import MANIFEST_FILE, Manifest, ReleaseFolder, read_manifest
+from compressor.release.html_report import REPORT_HTML_FILE, write_html_report
+from compressor.release.manifest import MANIFEST_FILE, Manifest, ReleaseFolder, read_manifest, release_verdict, utc_now
 from compressor.release.report import REPORT_FILE, write_report
 from compressor.runtimes.tensorrt import SPARSE_LAYERS
 from compressor.seeds import BENCHMARK_SEED_OFFSET
@@ -47,8 +48,10 @@ def build_release_engine(release: Path, timing_cache: Path | None = None) -> dic
         manifest["engine"] = _engine_record(engine, built, runtime.options.tensorrt_version)
         record["latency"] = latency
         manifest["budgets"] = check_budgets(manifest, Budgets.model_validate(manifest["config"]["profile"]["budgets"]))
+        manifest["verdict"], manifest["finished_at"] = release_verdict(manifest["budgets"]), utc_now()  # pending no more
         Manifest(work / MANIFEST_FILE, manifest).write()
         write_report(manifest, work / REPORT_FILE)
+        write_html_report(manifest, work / REPORT_HTML_FILE)
     return manifest
 
 

@@ -3,7 +3,9 @@
 Nothing is recomputed: the values come from the manifest `compressor run` wrote, the budgets from the
 profile recorded in it, overridden by `--set budgets.<name>.<field>=...`. The verdict can be written
 as JUnit XML (one test case per budget; CI systems show failures natively) and as a Markdown summary
-(e.g. appended to GitHub's $GITHUB_STEP_SUMMARY).
+(e.g. appended to GitHub's $GITHUB_STEP_SUMMARY). The overall verdict (pass / fail / pending) is the same
+function of the checks as the `verdict` `compressor run` records (schema 3); manifests without one (schema 2)
+are judged the same way, and where the gate's overrides change the recorded verdict both are said.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pydantic import ValidationError
 from compressor.config import assign_override, parse_set_value
 from compressor.errors import UsageError, validation_summary
 from compressor.release.budgets import BudgetError, Budgets, check_budgets, failures, limit_text, value_text
-from compressor.release.manifest import read_manifest
+from compressor.release.manifest import read_manifest, release_verdict
 from compressor.release.report import budget_table
 
 
@@ -50,6 +52,8 @@ def junit_xml(checks: dict[str, dict[str, Any]], name: str) -> str:
     """One <testcase> per budget; a failed budget carries a <failure> with value and limit."""
     failed = failures(checks)
     suite = ElementTree.Element("testsuite", name=f"compressor budgets: {name}", tests=str(len(checks)), failures=str(len(failed)))
+    properties = ElementTree.SubElement(suite, "properties")
+    ElementTree.SubElement(properties, "property", name="verdict", value=release_verdict(checks))
     for budget, check in checks.items():
         case = ElementTree.SubElement(suite, "testcase", classname="compressor.release.budgets", name=budget)
         case.set("time", "0")  # nothing was run: the values were measured by `compressor run`
@@ -63,16 +67,24 @@ def junit_xml(checks: dict[str, dict[str, Any]], name: str) -> str:
 
 def markdown_summary(manifest: dict[str, Any], checks: dict[str, dict[str, Any]]) -> str:
     target = manifest["config"]["target"]["name"]
-    outcomes = {check["ok"] for check in checks.values()}
-    verdict = "FAILED" if False in outcomes else "cannot judge every budget yet" if None in outcomes else "passed"
+    headline = {"fail": "FAILED", "pending": "cannot judge every budget yet", "pass": "passed"}[release_verdict(checks)]
     lines = [
-        f"### compressor gate: {verdict}",
+        f"### compressor gate: {headline}",
         "",
-        f"{manifest['model']['card']['name']} for {target}, config `{manifest['config_sha256'][:12]}`",
+        f"{manifest['model']['card']['name']} for {target}, config `{manifest['config_sha256'][:12]}`; "
+        f"{verdict_line(manifest, checks)}",
         "",
         budget_table(checks),
     ]
     return "\n".join(lines) + "\n"
+
+
+def verdict_line(manifest: dict[str, Any], checks: dict[str, dict[str, Any]]) -> str:
+    """'verdict: fail', and what the run recorded when the gate's budgets judge otherwise."""
+    verdict = release_verdict(checks)
+    recorded = manifest.get("verdict")
+    differs = f" (the run recorded {recorded}, under its own budgets)" if recorded and recorded != verdict else ""
+    return f"verdict: {verdict}{differs}"
 
 
 def describe_check(budget: str, check: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ import shutil
 import signal
 import tempfile
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,12 @@ from compressor.errors import OutputError, first_line
 from compressor.release.lock import check_unlocked, release_lock, take_lock
 
 MANIFEST_FILE = "manifest.json"
-SCHEMA_VERSION = 2  # 2: artifacts carry a role (final / baseline) and a format; the runtime is named at the top
+# 2: artifacts carry a role (final / baseline) and a format; the runtime is named at the top.
+# 3: an overall `verdict`, `started_at` / `finished_at`, the `host` CPU; latency statistics carry p10_ms and `noisy`.
+SCHEMA_VERSION = 3
 _VERSIONED = ("torch", "onnx", "onnxruntime", "onnxscript", "numpy", "nvidia-modelopt")
+# Distributions that install the same module under another name: the version recorded is whichever is installed.
+_ALSO_SHIPPED_AS = {"onnxruntime": ("onnxruntime-gpu",)}
 
 log = logging.getLogger("compressor")
 
@@ -37,12 +42,29 @@ log = logging.getLogger("compressor")
 def library_versions() -> dict[str, str]:
     versions = {"compressor": __version__, "python": platform.python_version()}
     for name in _VERSIONED:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
+        versions[name] = next(filter(None, map(_installed_version, (name, *_ALSO_SHIPPED_AS.get(name, ())))),
+                              "not installed")
     versions["platform"] = platform.platform()
     return versions
+
+
+def _installed_version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def utc_now() -> str:
+    """The time now as ISO 8601 UTC to the second, e.g. '2025-03-01T12:34:56Z' (the manifest's timestamps)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def release_verdict(checks: dict[str, dict[str, Any]]) -> str:
+    """The release's overall verdict from its budget checks: 'fail' when one failed, 'pending' when one cannot be
+    judged yet (latency measured on the device later), else 'pass' (all pass, or the profile sets no budgets)."""
+    outcomes = {check["ok"] for check in checks.values()}
+    return "fail" if False in outcomes else "pending" if None in outcomes else "pass"
 
 
 @dataclass

@@ -1,12 +1,16 @@
-"""Render a manifest as report.md: the model, each artifact's parity, latency and quality, the budgets'
-verdict, the gallery, the steps. A pure function of the manifest."""
+"""Render a manifest as report.md: the release's verdict, when and on what host it ran, warnings, the model,
+each artifact's parity, latency and quality, the budgets, the gallery, the steps. A pure function of the
+manifest; the helpers that both reports need (verdict, host, warnings) live here and report.html reuses them."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from compressor.evaluate.latency import NOISY_P90_OVER_MEDIAN
 from compressor.release.budgets import final_artifact, limit_text, value_text, verdict
+from compressor.release.manifest import release_verdict
 
 REPORT_FILE = "report.md"
 
@@ -20,8 +24,8 @@ def write_report(manifest: Manifest, path: Path) -> Path:
 
 def render(manifest: Manifest) -> str:
     sections = (
-        _title, _budgets, _input_model, _artifacts, _latency, _op_times, _device, _phone, _quality, _gallery, _sensitivity,
-        _layer_precisions, _ops, _steps, _provenance,
+        _title, _warnings, _budgets, _input_model, _artifacts, _latency, _op_times, _device, _phone, _quality, _gallery,
+        _sensitivity, _layer_precisions, _ops, _steps, _provenance,
     )
     return "\n\n".join(text for text in (section(manifest) for section in sections) if text) + "\n"
 
@@ -31,9 +35,57 @@ def _title(manifest: Manifest) -> str:
     target = manifest["config"]["target"]
     return (
         f"# {card['name']} for {target['name']}\n\n"
-        f"Status: **{manifest.get('status', 'unknown')}**. Profile `{manifest['config']['profile']['name']}`, "
-        f"runtime `{target['runtime']['kind']}`, seed {manifest['seed']}, config `{manifest['config_sha256'][:12]}`."
+        f"Verdict: **{release_verdict_of(manifest).upper()}**. Status: **{manifest.get('status', 'unknown')}**. "
+        f"Profile `{manifest['config']['profile']['name']}`, runtime `{target['runtime']['kind']}`, seed "
+        f"{manifest['seed']}, config `{manifest['config_sha256'][:12]}`.\n\n"
+        f"- run: {run_times_text(manifest)}\n- host: {host_text(manifest.get('host'))}"
     )
+
+
+def release_verdict_of(manifest: Manifest) -> str:
+    """The recorded verdict; for a manifest older than schema 3, the one its budgets give ('unknown' without)."""
+    if manifest.get("verdict"):
+        return manifest["verdict"]
+    return release_verdict(manifest["budgets"]) if "budgets" in manifest else "unknown"
+
+
+def run_times_text(manifest: Manifest) -> str:
+    """'2025-03-01T12:00:00Z to 2025-03-01T12:01:05Z (65 s)', or that the manifest has no times (before schema 3)."""
+    start, end = manifest.get("started_at"), manifest.get("finished_at")
+    if not start:
+        return "start and end times not recorded"
+    if not end:
+        return f"started {start}, not finished"
+    seconds = datetime.fromisoformat(end.replace("Z", "+00:00")) - datetime.fromisoformat(start.replace("Z", "+00:00"))
+    return f"{start} to {end} ({seconds.total_seconds():.0f} s)"
+
+
+def host_text(host: dict[str, Any] | None) -> str:
+    """'AMD EPYC, 2 cores (2 usable), flags avx2 avx512f ...' or that the manifest has no host (before schema 3)."""
+    if not host:
+        return "not recorded"
+    flags = " ".join(host.get("cpu_flags") or []) or "none of the kernel-relevant ones"
+    return f"{host['cpu_model']}, {host['cores']} cores ({host.get('cores_usable', host['cores'])} usable), flags {flags}"
+
+
+def report_warnings(manifest: Manifest) -> list[str]:
+    """What a reader must not miss: the quality reference's warnings (e.g. too few samples for FID), timings
+    too noisy to trust, and compressed artifacts slower than their baseline."""
+    warnings = list((manifest.get("quality_reference") or {}).get("warnings", []))
+    for name, record in manifest.get("artifacts", {}).items():
+        for batch, stats in ((record.get("latency") or {}).get("batches") or {}).items():
+            if stats.get("noisy"):
+                why = stats.get("noisy_reason", "p90 far above the median")
+                warnings.append(f"{name} latency at batch {batch} is noisy: {why}")
+        relative = record.get("latency_vs_fp32")
+        if relative and relative["ratio"] > 1:
+            warnings.append(f"{name} is {relative['ratio']:.2f}x slower than the baseline at batch {relative['batch']}")
+    return warnings
+
+
+def _warnings(manifest: Manifest) -> str:
+    warnings = report_warnings(manifest)
+    return "## Warnings\n\n" + "\n".join(f"- {warning}" for warning in warnings) if warnings else ""
 
 
 def _budgets(manifest: Manifest) -> str:
@@ -108,9 +160,27 @@ def _gallery(manifest: Manifest) -> str:
         return ""
     return (
         "## Gallery\n\n"
-        f"Rows in threes: the original model, `{gallery['artifact']}` on the same latents, and their difference x4 "
-        f"(black = identical). {gallery['samples']} latents.\n\n![reference vs {gallery['artifact']}]({gallery['file']})"
+        f"Rows in threes: the original model, `{gallery['artifact']}` on the same latents, and {gallery_diff_text(gallery)}. "
+        f"{gallery['samples']} latents.\n\n![reference vs {gallery['artifact']}]({gallery['file']})"
+        + (f"\n\nPSNR per sample (dB, in gallery order): {', '.join(sample_psnr_texts(gallery))}."
+           if "psnr_db" in gallery else "")
     )
+
+
+def gallery_diff_text(gallery: dict[str, Any]) -> str:
+    """What the gallery's difference row shows: a heat map scaled to the largest difference, or (before schema
+    3) the difference magnified 4x."""
+    if "diff_max" not in gallery:
+        return "their difference x4 (black = identical)"
+    if gallery["diff_max"] == 0:
+        return "their difference (none: the samples are identical)"
+    return ("|artifact - original| as a heat map scaled to the largest difference shown "
+            f"(black = identical, brightest = {gallery['diff_max']:.3g})")
+
+
+def sample_psnr_texts(gallery: dict[str, Any]) -> list[str]:
+    """Each gallery sample's PSNR as text ('identical' where it is infinite, recorded as None)."""
+    return ["identical" if value is None else f"{value:.1f}" for value in gallery.get("psnr_db", [])]
 
 
 def _input_model(manifest: Manifest) -> str:
@@ -174,12 +244,12 @@ def _latency(manifest: Manifest) -> str:
         for threads, batches in timings:
             for batch, stats in batches.items():
                 rows.append(
-                    f"| `{name}` | {batch} | {stats['median_ms']:.3f} | {stats['p90_ms']:.3f} | "
+                    f"| `{name}` | {batch} | {stats['median_ms']:.3f}{_noisy_mark(stats)} | {stats['p90_ms']:.3f} | "
                     f"{stats['per_sample_ms']:.4f} | {threads} | {stats['runs']} |"
                 )
         if "per_image" in latency:
             image = latency["per_image"]
-            rows.append(f"| `{name}` | 1 image ({image['model_calls']} calls) | {image['median_ms']:.3f} | "
+            rows.append(f"| `{name}` | 1 image ({image['model_calls']} calls) | {image['median_ms']:.3f}{_noisy_mark(image)} | "
                         f"{image['p90_ms']:.3f} | {image['median_ms']:.4f} | {latency.get('threads', '-')} | {image['runs']} |")
         if latency.get("note") and latency["note"] not in notes:
             notes.append(latency["note"])
@@ -187,10 +257,15 @@ def _latency(manifest: Manifest) -> str:
         return ""
     where = f" on {'; '.join(notes)}" if notes else ""
     header = (
-        f"## Latency\n\nMeasured on this machine's runtime after warm-up runs{where}.\n\n"
+        f"## Latency\n\nMeasured on this machine's runtime after warm-up runs{where}. **noisy**: p90 over "
+        f"{NOISY_P90_OVER_MEDIAN:g}x the median, too spread to compare with other timings.\n\n"
         "| file | batch | median ms | p90 ms | ms per sample | threads | runs |\n|---|---|---|---|---|---|---|\n"
     )
     return header + "\n".join(rows)
+
+
+def _noisy_mark(stats: dict[str, Any]) -> str:
+    return " **noisy**" if stats.get("noisy") else ""
 
 
 def _op_times(manifest: Manifest) -> str:

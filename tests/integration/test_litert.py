@@ -59,7 +59,7 @@ def test_the_release_carries_a_run_example_and_a_phone_benchmark_that_work(demo)
     folder = demo.release_dir
     files = sorted(path.name for path in folder.iterdir())
     assert files == ["benchmark_model.sh", "gallery.png", "manifest.json", "model.fp32.tflite", "model.tflite",
-                     "report.md", "run_tflite.py"]
+                     "report.html", "report.md", "run_tflite.py"]
     ran = subprocess.run([sys.executable, "run_tflite.py"], cwd=folder, capture_output=True, text=True, check=True)
     assert ran.stdout.startswith("output_0 (1, 1, 32, 32)")
     script = folder / "benchmark_model.sh"

@@ -47,6 +47,7 @@ def test_a_failed_budget_exits_3_and_still_writes_the_release(over_budget):
     assert code == 3
     manifest = json.loads((release / "manifest.json").read_text())
     assert manifest["status"] == "complete" and (release / "model.onnx").is_file()
+    assert manifest["verdict"] == "fail" and manifest["started_at"] <= manifest["finished_at"] and (release / "report.html").is_file()
     size, psnr = manifest["budgets"]["size_mb"], manifest["budgets"]["psnr"]
     assert size["ok"] is False and size["limit"] == 0.0001 and size["value"] == manifest["artifacts"]["model.onnx"]["bytes"] / 1e6
     assert psnr["ok"] is True and psnr["value"] == manifest["artifacts"]["model.onnx"]["quality"]["psnr_db"]
@@ -89,7 +90,7 @@ def test_gate_with_a_looser_budget_passes(over_budget, capsys, monkeypatch):
         (["budgets.fid.max_delta=1"], 1, "the release has no fid value (off in the profile"),
         (["budgets.latency_ms.max=1", "budgets.latency_ms.batch=4"], 1, "batch 4 was not timed"),
         (["quality.samples=5"], 2, "gate only takes budgets"),
-        (["budgets.size_mb.most=1"], 2, "invalid budget"),
+        (["budgets.size_mb.most=1"], 2, "budget size_mb has no field 'most'; its fields: max"),
     ],
 )
 def test_gate_bad_input(over_budget, capsys, monkeypatch, sets, code, expected):

@@ -41,7 +41,7 @@ def test_release_holds_model_manifest_and_report(release):
     _, result = release
     assert result.release_dir.name == "cpu-x86"
     assert sorted(p.name for p in result.release_dir.iterdir()) == [
-        "gallery.png", "manifest.json", "model.fp32.onnx", "model.onnx", "report.md"
+        "gallery.png", "manifest.json", "model.fp32.onnx", "model.onnx", "report.html", "report.md"
     ]
     assert sorted(p.name for p in result.release_dir.parent.iterdir()) == ["cpu-x86"]
 

@@ -33,7 +33,8 @@ def release(module_generator_folder, tmp_path_factory):
 def test_release_holds_checked_qdq_onnx_and_the_build_kit(release):
     _, result = release
     files = sorted(path.name for path in result.release_dir.iterdir())
-    assert files == ["build_engine.sh", "gallery.png", "manifest.json", "model.fp32.onnx", "model.onnx", "report.md"]
+    assert files == ["build_engine.sh", "gallery.png", "manifest.json", "model.fp32.onnx", "model.onnx", "report.html",
+                     "report.md"]
     assert tensorrt_rules.check(result.release_dir / "model.onnx", "10.3", max_opset=20) == []
     script = result.release_dir / "build_engine.sh"
     subprocess.run(["sh", "-n", str(script)], check=True)
@@ -97,6 +98,8 @@ def test_build_engine_adds_engine_and_latency_then_the_budget_is_judged(release,
     assert manifest["budgets"]["latency_ms"] == {"value": 2.0, "limit": 5.0, "bound": "max", "batch": 1, "ok": True}
     saved = json.loads((copy / "manifest.json").read_text())
     assert saved["engine"]["file"] == "model.engine" and "## Engine" in (copy / "report.md").read_text()
+    assert result.manifest["verdict"] == "pending" and saved["verdict"] == "pass"  # the latency budget is judged now
+    assert saved["finished_at"] >= result.manifest["finished_at"] and 'class="badge pass"' in (copy / "report.html").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["jetson-orin"]  # no partial folder left behind
 
 

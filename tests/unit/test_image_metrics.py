@@ -1,10 +1,7 @@
-"""SSIM (closed forms and properties), the image conversion FID sees, real-image sets, the gallery PNG
-and the FD-surrogate extractor's determinism."""
+"""SSIM (closed forms and properties), the image conversion FID sees, real-image sets and the FD-surrogate
+extractor's determinism (the gallery: test_gallery.py)."""
 
 from __future__ import annotations
-
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -13,7 +10,6 @@ import torch
 from compressor.evaluate.fd_surrogate import RandomConvFeatures
 from compressor.evaluate.images import ImageSetError, load_real_images, to_unit_rgb
 from compressor.evaluate.paired import psnr, ssim
-from compressor.release.gallery import write_gallery
 
 
 def test_ssim_of_identical_images_is_one_and_falls_with_noise():
@@ -72,19 +68,6 @@ def test_npz_without_images_array_names_what_it_found(tmp_path):
     np.savez(tmp_path / "real.npz", pictures=np.zeros(3))
     with pytest.raises(ImageSetError, match="no 'images' array \\(found \\['pictures'\\]\\)"):
         load_real_images(tmp_path / "real.npz")
-
-
-def test_gallery_is_a_valid_png_of_three_rows_per_eight_latents(tmp_path):
-    reference = np.random.default_rng(0).uniform(-1, 1, size=(10, 1, 32, 32))
-    path = write_gallery(tmp_path / "g.png", reference, reference * 0.9, (-1.0, 1.0))
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    width, height, depth, color = struct.unpack(">IIBB", data[16:26])
-    scale = 2  # 32-pixel samples are shown at 2x
-    assert (width, height, depth, color) == (scale * (8 * 34 + 2), scale * (6 * 34 + 2), 8, 0)  # 2 groups x 3 rows
-    idat = data.index(b"IDAT")
-    length = struct.unpack(">I", data[idat - 4 : idat])[0]
-    assert len(zlib.decompress(data[idat + 4 : idat + 4 + length])) == height * (width + 1)
 
 
 def test_fd_surrogate_is_deterministic_and_sees_image_changes():
