@@ -74,12 +74,12 @@ class ConsoleProgress:
         if self._bar is None:
             self._bar = _bar(self.console)
             self._bar.start()
-        self._tasks[name] = self._bar.add_task(label, total=None)
+        self._tasks[name] = self._bar.add_task(label, total=None, detail="")
 
     def step_advanced(self, name: str, text: str, done: int | None, total: int | None) -> None:
         label = self._labels.get(name, name)
         if self.interactive and name in self._tasks:
-            self._bar.update(self._tasks[name], description=f"{label}: {text}", completed=done or 0, total=total)
+            self._bar.update(self._tasks[name], detail=text, completed=done or 0, total=total)
             return
         now = time.monotonic()
         if now - self._last_line.get(name, 0.0) < self.every and not (total and done == total):
@@ -99,9 +99,12 @@ class ConsoleProgress:
 
 
 def _bar(target: Console) -> Progress:
+    """'⠙ [11/13] quality model.onnx ━━━━━━╸━━━━━  96/256 0:00:05 eta 0:00:09 inception-v3 features 96/256 images':
+    the step, then the numbers, then the loop's own words (what is cut first on a narrow terminal)."""
     return Progress(
-        SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=target, transient=True,
+        SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(bar_width=24), MofNCompleteColumn(),
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[detail]}", markup=False),
+        console=target, transient=True,
     )
 
 

@@ -76,7 +76,7 @@ def test_a_terminal_gets_a_bar_that_goes_away_when_the_step_ends():
     progress.step_started("sensitivity", 1, 1)
     progress.step_advanced("sensitivity", "5/20 settings", 5, 20)
     task = progress._bar.tasks[0]
-    assert (task.completed, task.total) == (5, 20) and task.description.startswith("[1/1] sensitivity: 5/20 settings")
+    assert (task.completed, task.total) == (5, 20) and (task.description, task.fields["detail"]) == ("[1/1] sensitivity", "5/20 settings")
     progress.step_finished("sensitivity", True, 3.0)
     assert progress._bar is None and "sensitivity" in out.getvalue()
 
