@@ -14,6 +14,7 @@ import torch
 from compressor.cache import cache_dir, cached_array
 
 CACHE_KIND = "reference-features"
+IMAGE_CACHE_KIND = "image-features"
 CACHE_VERSION = 1  # bump when what a key names changes meaning (the entries it named are then never read)
 
 
@@ -76,3 +77,15 @@ def model_sample_features(
         return extract(extractor, images(), batch, progress), False
     return cached_array(CACHE_KIND, samples.key(extractor), lambda: extract(extractor, images(), batch, progress),
                         samples.describe(extractor))
+
+
+def image_features(
+    extractor: FeatureExtractor, images: np.ndarray, batch: int = 32, progress: Callable[..., None] | None = None
+) -> tuple[np.ndarray, bool]:
+    """Features of an artifact's samples, cached by a hash of the images themselves and the extractor's weights,
+    and whether they came from the cache: a rerun whose artifact makes the very same images (the same model and
+    settings: ptq is deterministic) skips its Inception pass too; any change to the artifact changes the images."""
+    images = np.ascontiguousarray(images, np.float32)
+    digest = hashlib.sha256(f"{extractor.name}:{extractor.sha256}:{images.shape}:{CACHE_VERSION}".encode())
+    digest.update(images.tobytes())
+    return cached_array(IMAGE_CACHE_KIND, digest.hexdigest()[:32], lambda: extract(extractor, images, batch, progress))

@@ -11,7 +11,9 @@ the model card's sampler (one call for a GAN or VAE, the whole denoising loop fo
 
 The reference model's features (its own samples, and its outputs on the quality latents) are the same on every
 run of the same checkpoint, card, seed and sample count: they are cached under those (features.ModelSamples),
-so a second run pays FID for its artifact only. Before a long extraction the expected cost is logged.
+so a second run pays FID for its artifact only; and an artifact's features are cached by a hash of its images,
+so a rerun whose artifact makes the very same images pays nothing. Before a long extraction the expected cost
+is logged.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from compressor.evaluate import fd_surrogate, fid
-from compressor.evaluate.features import FeatureExtractor, ModelSamples, extract, model_sample_features
+from compressor.evaluate.features import FeatureExtractor, ModelSamples, image_features, model_sample_features
 from compressor.evaluate.frechet import (
     FeatureStats,
     StatsError,
@@ -192,9 +194,11 @@ class QualityEvaluator:
     def _distance(self, reference_set: _ReferenceSet, outputs: np.ndarray) -> dict[str, Any]:
         start = time.perf_counter()
         extractor = reference_set.extractor
-        features = self._features(extractor, outputs)
+        features, cached = image_features(extractor, to_unit_rgb(outputs, self.value_range), self.settings.batch,
+                                          self.progress)
         value = reference_set.distance(features)
-        result = {"value": value, "reference_model_score": reference_set.floor, "delta": value - reference_set.floor}
+        result = {"value": value, "reference_model_score": reference_set.floor, "delta": value - reference_set.floor,
+                  "features_cached": cached}
         if reference_set.features is not None:
             result["kid"] = kernel_inception_distance(features, reference_set.features)
         result["extractor_sha256"] = extractor.sha256
@@ -204,9 +208,6 @@ class QualityEvaluator:
     @staticmethod
     def _stats(extractor: FeatureExtractor, features: np.ndarray, warn: bool = True) -> FeatureStats:
         return stats_of(features, extractor.name, extractor.sha256, warn=warn)  # warn once per extractor
-
-    def _features(self, extractor: FeatureExtractor, outputs: np.ndarray) -> np.ndarray:
-        return extract(extractor, to_unit_rgb(outputs, self.value_range), self.settings.batch, self.progress)
 
     def _reference_features(self, extractor: FeatureExtractor, offset: int) -> tuple[np.ndarray, bool]:
         """Features of the reference model's samples on the seeds of `offset` (the quality latents, or its own set),
@@ -233,7 +234,7 @@ class QualityEvaluator:
         extractor, count = self.fid_source.extractor, self.settings.samples
         offsets = [QUALITY_SEED_OFFSET] + ([] if self.fid_source.reference_stats else [QUALITY_REFERENCE_SEED_OFFSET])
         missing = [offset for offset in offsets if not self._model_samples(offset).cached(extractor)]
-        images = count * (len(missing) + 1)  # + the final artifact's
+        images = count * (len(missing) + 1)  # + the final artifact's (unless it makes the same images as last time)
         rate = getattr(extractor, "images_per_second", None)
         expected = f", about {images / rate:.0f} s at {rate:.0f} images/s here" if rate else ""
         cached = (f"; the reference model's {len(offsets) - len(missing)} of {len(offsets)} sets come from the cache"

@@ -34,17 +34,20 @@ def write_gallery(path: Path, reference: np.ndarray, actual: np.ndarray, value_r
 
     reference, actual = np.asarray(reference, np.float64), np.asarray(actual, np.float64)
     data_range = float(value_range[1] - value_range[0])
-    difference = np.abs(actual - reference).max(axis=1)  # [N, H, W]: the largest change over colour channels
+    difference = np.abs(actual - reference).max(axis=1, keepdims=True)  # the largest change over colour channels
     scale = float(difference.max())
     scores = [sample_psnr(ref, art, data_range) for ref, art in zip(reference, actual)]
     groups = math.ceil(len(reference) / COLUMNS)
     columns = min(len(reference), COLUMNS)
     figure = Figure(figsize=(2.2 + CELL_INCHES * columns, 0.6 + groups * (3 * CELL_INCHES + 0.45)), layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots(3 * groups, columns, squeeze=False)
+    # One axes per row of samples, each showing its samples side by side: a grid of one axes per sample drew
+    # 48 axes for 16 samples and took seconds of a run's time.
+    axes = figure.subplots(3 * groups, 1, squeeze=False)[:, 0]
     rows = (_unit(reference, value_range), _unit(actual, value_range), difference)
     for group in range(groups):
-        _draw_group(figure, axes[3 * group : 3 * group + 3], rows, group * COLUMNS, scale, scores, artifact)
+        _draw_group(figure, axes[3 * group : 3 * group + 3], rows, slice(group * COLUMNS, (group + 1) * COLUMNS), scale,
+                    scores, artifact, columns)
     figure.suptitle(f"Original model vs {artifact} on the same {len(reference)} latents; PSNR per sample under each column")
     path = Path(path)
     figure.savefig(path, dpi=DPI)
@@ -67,34 +70,43 @@ def psnr_text(score: float | None) -> str:
     return "identical" if score is None or math.isinf(score) else f"{score:.1f} dB"
 
 
-def _draw_group(figure, axes: np.ndarray, rows, start: int, scale: float, scores: list[float], artifact: str) -> None:
-    """Three rows of axes (original, artifact, difference) for the samples from `start` on; empty cells hidden."""
-    original, compressed, difference = rows
-    heat = None
-    for column in range(axes.shape[1]):
-        index = start + column
-        if index >= len(original):
-            for ax in axes[:, column]:
-                ax.set_visible(False)
-            continue
-        _show_image(axes[0, column], original[index])
-        _show_image(axes[1, column], compressed[index])
-        heat = axes[2, column].imshow(difference[index], cmap="inferno", vmin=0, vmax=scale or 1, interpolation="nearest")
-        axes[2, column].set_xlabel(psnr_text(scores[index]), fontsize=10)
-    for ax, label in zip(axes[:, 0], ("original", _short(artifact), diff_label(scale))):
+def _draw_group(figure, axes: np.ndarray, rows, chosen: slice, scale: float, scores: list[float], artifact: str,
+                columns: int) -> None:
+    """Three rows (original, artifact, difference) of the samples `chosen`, each sample's PSNR under its column."""
+    original, compressed, difference = (row[chosen] for row in rows)
+    _show_strip(axes[0], original, columns)
+    _show_strip(axes[1], compressed, columns)
+    heat = _show_strip(axes[2], difference, columns, cmap="inferno", vmax=scale or 1)
+    width = original.shape[-1] + GAP
+    axes[2].set_xticks([index * width + original.shape[-1] / 2 for index in range(len(original))],
+                       [psnr_text(score) for score in scores[chosen]], fontsize=10)
+    axes[2].tick_params(length=0)
+    for ax, label in zip(axes, ("original", _short(artifact), diff_label(scale))):
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=10)
-    for ax in axes.flat:
-        ax.set_xticks([])
         ax.set_yticks([])
-    figure.colorbar(heat, ax=list(axes[2]), shrink=0.9, pad=0.01, label="|artifact - original|")
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    for ax in axes[:2]:
+        ax.set_xticks([])
+    figure.colorbar(heat, ax=axes[2], shrink=0.9, pad=0.01, label="|artifact - original|")
 
 
-def _show_image(ax, image: np.ndarray) -> None:
-    """A [C, H, W] image in [0, 1]: gray for one channel, colour for three."""
-    if image.shape[0] == 1:
-        ax.imshow(image[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    else:
-        ax.imshow(image.transpose(1, 2, 0), interpolation="nearest")
+GAP = 2  # pixels of white between two samples in a row
+
+
+def _show_strip(ax, images: np.ndarray, columns: int, cmap: str = "gray", vmax: float = 1.0):
+    """[N, C, H, W] images in [0, vmax] side by side in one image (gray or a heat map for one channel, colour for
+    three), padded with white to `columns` samples so every row has the same width."""
+    count, channels, height, width = images.shape
+    strip = np.full((channels, height, columns * (width + GAP) - GAP), np.nan)
+    for index, image in enumerate(images):
+        strip[:, :, index * (width + GAP) : index * (width + GAP) + width] = image
+    if channels == 3:
+        return ax.imshow(np.nan_to_num(strip.transpose(1, 2, 0), nan=1.0), interpolation="nearest")
+    from matplotlib import colormaps
+
+    colours = colormaps[cmap].with_extremes(bad="white")  # the gaps (NaN) stay white
+    return ax.imshow(np.ma.masked_invalid(strip[0]), cmap=colours, vmin=0, vmax=vmax, interpolation="nearest")
 
 
 def _unit(images: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:

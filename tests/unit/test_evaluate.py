@@ -79,3 +79,27 @@ def test_reference_features_come_from_the_cache_on_a_rerun():
                   ModelSamples("a" * 64, {**card, "name": "other"}, 9000, 6), ModelSamples("a" * 64, card, 9000, 8)):
         assert not other.cached(CountingFeatures()), other  # another checkpoint, seed, card (sampler) or count
     assert not model_sample_features(ModelSamples("", card, 9000, 6), CountingFeatures(), images)[1]  # no hash: no cache
+
+
+def test_an_artifacts_features_are_cached_by_its_images():
+    """The same images give the same features (a rerun with the same artifact); other images are extracted."""
+    import numpy as np
+
+    from compressor.evaluate.features import image_features
+
+    class CountingFeatures:
+        name, sha256, dim = "counting", "1" * 64, 3
+        calls = 0
+
+        def __call__(self, images):
+            CountingFeatures.calls += 1
+            return images.mean(dim=(2, 3))
+
+    images = np.random.default_rng(0).random((6, 3, 4, 4), dtype=np.float32)
+    first, first_cached = image_features(CountingFeatures(), images, batch=2)
+    again, again_cached = image_features(CountingFeatures(), images.copy(), batch=2)
+    other, other_cached = image_features(CountingFeatures(), images[::-1], batch=2)
+    assert (first_cached, again_cached, other_cached) == (False, True, False)
+    assert CountingFeatures.calls == 6  # three batches for the first set, three for the other, none for the rerun
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
