@@ -66,7 +66,8 @@ class RunContext:
             return self.samples(count, offset)
         key = (count, offset)
         if key not in self._trajectories:
-            recorded = trajectory_inputs(self.sampler, torch_call(self.reference), count, self.config.seed + offset)
+            recorded = trajectory_inputs(self.sampler, torch_call(self.reference), count, self.config.seed + offset,
+                                         progress=self.progress)
             if len(self._trajectories) >= 8:  # training asks for a new batch every step: keep only the recent ones
                 self._trajectories.pop(next(iter(self._trajectories)))
             self._trajectories[key] = {name: torch.from_numpy(array) for name, array in recorded.items()}

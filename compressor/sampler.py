@@ -126,17 +126,22 @@ def sampler_for(card: ModelCard) -> Sampler:
     return DiffusionSampler(card) if card.sampler is not None else OneStepSampler(card)
 
 
-def generate_all(sampler: Sampler, call: Call, start: dict[str, np.ndarray], batch: int, seed: int = 0) -> np.ndarray:
-    """The images of every start state, `batch` at a time (chunk k draws scheduler noise from seed + k)."""
+def generate_all(sampler: Sampler, call: Call, start: dict[str, np.ndarray], batch: int, seed: int = 0,
+                 progress: Callable[..., None] | None = None) -> np.ndarray:
+    """The images of every start state, `batch` at a time (chunk k draws scheduler noise from seed + k); a
+    multi-step sampler's progress(text, done, total) is told after each chunk (one call's is not worth a line)."""
     count = len(next(iter(start.values())))
-    chunks = [
-        sampler.generate(call, {k: v[i : i + batch] for k, v in start.items()}, seed + i // batch)
-        for i in range(0, count, batch)
-    ]
+    chunks = []
+    for i in range(0, count, batch):
+        chunks.append(sampler.generate(call, {k: v[i : i + batch] for k, v in start.items()}, seed + i // batch))
+        if progress and sampler.steps > 1:
+            done = min(i + batch, count)
+            progress(f"sampling {done}/{count} images ({sampler.steps} steps each)", done, count)
     return np.concatenate(chunks)
 
 
-def trajectory_inputs(sampler: Sampler, call: Call, count: int, seed: int, batch: int = 64) -> dict[str, np.ndarray]:
+def trajectory_inputs(sampler: Sampler, call: Call, count: int, seed: int, batch: int = 64,
+                      progress: Callable[..., None] | None = None) -> dict[str, np.ndarray]:
     """`count` single-call inputs as real sampling produces them: whole loops of `call` are run from seeded
     start states and every call's inputs are kept, so all timesteps are covered (not random t); when the loops
     made more than `count`, an evenly spread subset is kept (the same steps of every loop)."""
@@ -147,7 +152,7 @@ def trajectory_inputs(sampler: Sampler, call: Call, count: int, seed: int, batch
         recorded.append(feeds)
         return call(feeds)
 
-    generate_all(sampler, recording, sampler.start(loops, seed), batch, seed)
+    generate_all(sampler, recording, sampler.start(loops, seed), batch, seed, progress)
     inputs = {name: np.concatenate([feeds[name] for feeds in recorded]) for name in recorded[0]}
     total = len(next(iter(inputs.values())))
     keep = np.linspace(0, total - 1, num=min(count, total)).round().astype(int)

@@ -246,7 +246,7 @@ class QualityEvaluator:
 
     def _generate(self, call: Runner, start: dict[str, np.ndarray], offset: int) -> np.ndarray:
         """What `call` makes of `start` through the sampler (the same scheduler noise for every call)."""
-        return generate_all(self.ctx.sampler, call, start, self.settings.batch, self.ctx.config.seed + offset)
+        return generate_all(self.ctx.sampler, call, start, self.settings.batch, self.ctx.config.seed + offset, self.progress)
 
     def _reference_set(self, metric: str, extractor: FeatureExtractor) -> _ReferenceSet:
         """The user's real-image statistics for FID when given, else the reference model's own samples."""
