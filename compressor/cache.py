@@ -1,9 +1,10 @@
 """Results cached by a hash of their inputs, so a rerun does not pay for them again: the sensitivity table,
 the features of a reference model's own samples (keyed by the checkpoint, its sampler, seed and sample count,
-and the extractor's weights), and FID's Inception network exported to ONNX.
+a digest of its outputs and the extractor's weights), an artifact's features (keyed by its images), and FID's
+Inception network exported to ONNX.
 
 They live under $COMPRESSOR_CACHE, else ~/.cache/compressor, one folder per kind (`sensitivity/`,
-`reference-features/`, `extractors/`). Each entry is written whole (a temporary file, then a rename), a
+`reference-features/`, `image-features/`, `extractors/`). Each entry is written whole (a temporary file, then a rename), a
 cached array has a JSON file beside it saying what it was made from, and deleting the folder is always safe.
 """
 

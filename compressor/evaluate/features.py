@@ -47,12 +47,15 @@ def extract(
 class ModelSamples:
     """Which samples of which model: what names their features in the cache without generating them. The card
     carries the priors, the sampler (scheduler, steps) and the output range; the seed is the one their start
-    states are drawn on."""
+    states are drawn on. `probe` is a digest of what the model makes of a few fixed start states
+    (`output_probe`): the checkpoint's hash covers its files, not the code of a package its `--arch` or pickle
+    names, and a model whose code changed must not find the features of the old one."""
 
     checkpoint_sha256: str
     card: dict[str, Any]
     seed: int
     count: int
+    probe: str = ""
 
     def key(self, extractor: FeatureExtractor) -> str:
         named = {**asdict(self), "extractor": extractor.name, "extractor_sha256": extractor.sha256, "version": CACHE_VERSION}
@@ -64,6 +67,20 @@ class ModelSamples:
     def describe(self, extractor: FeatureExtractor) -> dict[str, Any]:
         return {"model": self.card.get("name"), "checkpoint_sha256": self.checkpoint_sha256, "seed": self.seed,
                 "samples": self.count, "extractor": extractor.name, "extractor_sha256": extractor.sha256}
+
+
+PROBE_SAMPLES = 4
+PROBE_SEED = 12_345  # its own start states, used for nothing else
+
+
+def output_probe(sampler, call) -> str:
+    """A digest of the model's images from PROBE_SAMPLES fixed start states, rounded to 1e-4 so that the last bits
+    of a float do not decide it (where they still do, the cost is a cache miss, never a wrong hit)."""
+    from compressor.sampler import generate_all
+
+    start = sampler.start(PROBE_SAMPLES, PROBE_SEED)
+    outputs = generate_all(sampler, call, start, PROBE_SAMPLES, PROBE_SEED)
+    return hashlib.sha256(np.round(np.asarray(outputs, np.float64), 4).tobytes()).hexdigest()[:16]
 
 
 def model_sample_features(

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from compressor.evaluate import fd_surrogate, fid
-from compressor.evaluate.features import FeatureExtractor, ModelSamples, image_features, model_sample_features
+from compressor.evaluate.features import FeatureExtractor, ModelSamples, image_features, model_sample_features, output_probe
 from compressor.evaluate.frechet import (
     FeatureStats,
     StatsError,
@@ -121,6 +121,7 @@ class QualityEvaluator:
     value_range: tuple[float, float] = (0.0, 1.0)
     not_images: str | None = None  # why image metrics do not apply, when they do not
     own_samples: np.ndarray | None = None  # the reference model's samples on other seeds (the default reference set)
+    _probe: str | None = None  # features.output_probe of the reference model, part of its cached features' key
 
     @property
     def fid_unavailable(self) -> str | None:
@@ -220,7 +221,9 @@ class QualityEvaluator:
 
     def _model_samples(self, offset: int) -> ModelSamples:
         card = self.ctx.card.model_dump(mode="json")
-        return ModelSamples(self.ctx.input_sha256, card, self.ctx.config.seed + offset, self.settings.samples)
+        if self._probe is None:  # what the reference model makes of the probe's start states (a few calls)
+            self._probe = output_probe(self.ctx.sampler, torch_call(self.ctx.reference))
+        return ModelSamples(self.ctx.input_sha256, card, self.ctx.config.seed + offset, self.settings.samples, self._probe)
 
     def _own_samples(self) -> np.ndarray:
         """The reference model's samples on its own seeds: generated once, shared by the extractors that need them."""

@@ -20,7 +20,7 @@ import numpy as np
 
 from compressor.checkpoint import load_checkpoint
 from compressor.evaluate import fd_surrogate, fid
-from compressor.evaluate.features import FeatureExtractor, ModelSamples, extract, model_sample_features
+from compressor.evaluate.features import FeatureExtractor, ModelSamples, extract, model_sample_features, output_probe
 from compressor.evaluate.frechet import FeatureStats, stats_of
 from compressor.evaluate.images import (
     ImageSetError,
@@ -88,5 +88,6 @@ def _model_features(
             )
         return to_unit_rgb(outputs, sampler.range)
 
-    named = ModelSamples(loaded.sha256, loaded.card.model_dump(mode="json"), reference_seed, samples)
+    probe = output_probe(sampler, torch_call(loaded.model))
+    named = ModelSamples(loaded.sha256, loaded.card.model_dump(mode="json"), reference_seed, samples, probe)
     return model_sample_features(named, extractor, images, batch, progress)

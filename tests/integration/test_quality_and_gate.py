@@ -152,3 +152,31 @@ def test_fid_stats_from_real_images(capsys, monkeypatch, tmp_path):
     from compressor.evaluate.frechet import load_stats
 
     assert load_stats(tmp_path / "s.npz").count == 12
+
+
+def test_fid_stats_and_runs_share_the_reference_cache(capsys, monkeypatch, tmp_path, generator_folder):
+    """fid-stats on a model fills the cache a run reads, a rerun generates neither reference set again, and a
+    model whose code changed (same files hashed, other outputs) does not find the old model's features."""
+    monkeypatch.setenv("COMPRESSOR_CACHE", str(tmp_path / "cache"))
+    rc, out, _ = cli(capsys, monkeypatch, "fid-stats", generator_folder, "--out", tmp_path / "s.npz", "--extractor",
+                     "fd-surrogate", "--samples", "24")
+    assert rc == 0 and "from the cache" not in out
+
+    def reference_cached(out_dir) -> dict:
+        rc, _, _ = cli(capsys, monkeypatch, "run", generator_folder, "--out", out_dir, *QUICK, "--set", "quality.fid=off")
+        assert rc == 0
+        manifest = json.loads((out_dir / "cpu-x86" / "manifest.json").read_text())
+        return manifest["quality_reference"]["fd_surrogate"]["reference_features_cached"]
+
+    assert reference_cached(tmp_path / "a") == {"own_samples": True, "outputs": False}  # fid-stats made the first set
+    assert reference_cached(tmp_path / "b") == {"own_samples": True, "outputs": True}
+    rc, out, _ = cli(capsys, monkeypatch, "fid-stats", generator_folder, "--out", tmp_path / "again.npz", "--extractor",
+                     "fd-surrogate", "--samples", "24")
+    assert rc == 0 and "from the cache" in out
+
+    import compressor.evaluate.features as features
+
+    real_probe = features.output_probe
+    monkeypatch.setattr(features, "output_probe", lambda sampler, call: real_probe(sampler, call) + "-changed-code")
+    monkeypatch.setattr("compressor.evaluate.quality.output_probe", features.output_probe)
+    assert reference_cached(tmp_path / "c") == {"own_samples": False, "outputs": False}

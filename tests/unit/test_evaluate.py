@@ -76,8 +76,9 @@ def test_reference_features_come_from_the_cache_on_a_rerun():
     assert CountingFeatures.calls == 3 and len(generated) == 1  # three batches, once
     np.testing.assert_array_equal(first, again)
     for other in (ModelSamples("b" * 64, card, 9000, 6), ModelSamples("a" * 64, card, 9001, 6),
-                  ModelSamples("a" * 64, {**card, "name": "other"}, 9000, 6), ModelSamples("a" * 64, card, 9000, 8)):
-        assert not other.cached(CountingFeatures()), other  # another checkpoint, seed, card (sampler) or count
+                  ModelSamples("a" * 64, {**card, "name": "other"}, 9000, 6), ModelSamples("a" * 64, card, 9000, 8),
+                  ModelSamples("a" * 64, card, 9000, 6, probe="other outputs")):
+        assert not other.cached(CountingFeatures()), other  # another checkpoint, seed, card (sampler), count or outputs
     assert not model_sample_features(ModelSamples("", card, 9000, 6), CountingFeatures(), images)[1]  # no hash: no cache
 
 
