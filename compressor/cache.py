@@ -4,8 +4,9 @@ a digest of its outputs and the extractor's weights), an artifact's features (ke
 Inception network exported to ONNX.
 
 They live under $COMPRESSOR_CACHE, else ~/.cache/compressor, one folder per kind (`sensitivity/`,
-`reference-features/`, `image-features/`, `extractors/`). Each entry is written whole (a temporary file, then a rename), a
-cached array has a JSON file beside it saying what it was made from, and deleting the folder is always safe.
+`reference-features/`, `image-features/`, `extractors/`). Each entry is written whole (a temporary file, then a
+rename), a reference model's cached features have a JSON file beside them saying what they were made from, and
+deleting the folder is always safe.
 """
 
 from __future__ import annotations
