@@ -122,9 +122,8 @@ def _measure(model: nn.Module, card: ModelCard, target: Target, settings: dict, 
     def score(outputs: np.ndarray) -> dict[str, float]:
         nonlocal done
         done += 1
-        elapsed = time.perf_counter() - start
         share = f" (this process's share of {len(jobs)})" if ranks.distributed else ""
-        progress(f"{done}/{len(mine)} settings{share}, about {elapsed / done * (len(mine) - done):.0f} s left", done, len(mine))
+        progress(f"{done}/{len(mine)} settings{share}", done, len(mine))  # the display adds the time left
         row = {"psnr_db": psnr(reference, outputs, value_range)}
         if features is not None:
             row["fd_surrogate"] = frechet_distance_of_features(reference_features, _features(features, outputs, unit_range))

@@ -96,7 +96,8 @@ def train(
         result.losses.append(_mean_over_ranks(loss.detach()))
         done = step + 1
         if progress:
-            progress(_progress_text(done, steps, result.losses[-1], time.perf_counter() - start, done - start_step), done, steps)
+            # done/total of this session's steps (a resumed run starts part-way): the display's ETA comes from its pace
+            progress(f"step {done}/{steps}, loss {result.losses[-1]:.4g}", done - start_step, steps - start_step)
         if check is not None and check_every and (done % check_every == 0 or done == steps):
             value = ranks.from_main(lambda: _checked(modules, check))  # the same verdict, so every rank stops together
             result.checks.append((done, value))
@@ -151,15 +152,6 @@ def _checked(modules: dict[str, nn.Module], check: Callable[[], float]) -> float
 
 def _state(modules: dict[str, nn.Module]) -> dict[str, dict[str, torch.Tensor]]:
     return {name: copy.deepcopy(module.state_dict()) for name, module in modules.items()}
-
-
-def _progress_text(done: int, steps: int, loss: float, seconds: float, ran: int) -> str:
-    left = seconds / max(ran, 1) * (steps - done)
-    return f"step {done}/{steps}, loss {loss:.4g}, about {_duration(left)} left"
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def _save(checkpoint: Checkpoint, step: int, modules, optimizer, schedule, result: TrainResult, best_state, stale: int) -> None:

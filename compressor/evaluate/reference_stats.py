@@ -6,7 +6,7 @@ reference set. The .npz written holds mu, sigma, count and the extractor's name 
 refuses statistics made with other weights.
 
 A model's features go through the same cache as a run's reference set (features.ModelSamples: checkpoint,
-card, seed, sample count, extractor): `fid-stats` on a model a run already measured writes what the cache
+card, seed, sample count, output probe, extractor): `fid-stats` on a model a run already measured writes what the cache
 holds at once, and a run after `fid-stats` finds its reference features cached.
 """
 

@@ -49,20 +49,26 @@ def test_time_callable_counts_warmup_and_runs():
     assert 0 <= stats["min_ms"] <= stats["median_ms"] <= stats["p90_ms"]
 
 
+class CountingFeatures:
+    """A feature extractor that counts its batches: the mean of each channel."""
+
+    name, sha256, dim = "counting", "0" * 64, 3
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, images):
+        self.calls += 1
+        return images.mean(dim=(2, 3))
+
+
 def test_reference_features_come_from_the_cache_on_a_rerun():
     """Keyed by the model and its sampling, not the images: a rerun neither generates the samples nor extracts."""
     import numpy as np
 
     from compressor.evaluate.features import ModelSamples, model_sample_features
 
-    class CountingFeatures:
-        name, sha256, dim = "counting", "0" * 64, 3
-        calls = 0
-
-        def __call__(self, images):
-            CountingFeatures.calls += 1
-            return images.mean(dim=(2, 3))
-
+    extractor = CountingFeatures()
     generated = []
 
     def images():
@@ -70,16 +76,16 @@ def test_reference_features_come_from_the_cache_on_a_rerun():
         return np.random.default_rng(len(generated)).random((6, 3, 4, 4), dtype=np.float32)
 
     card = {"name": "toy", "inputs": {"z": [8]}}
-    first, first_cached = model_sample_features(ModelSamples("a" * 64, card, 9000, 6), CountingFeatures(), images, batch=2)
-    again, again_cached = model_sample_features(ModelSamples("a" * 64, card, 9000, 6), CountingFeatures(), images, batch=2)
+    first, first_cached = model_sample_features(ModelSamples("a" * 64, card, 9000, 6), extractor, images, batch=2)
+    again, again_cached = model_sample_features(ModelSamples("a" * 64, card, 9000, 6), extractor, images, batch=2)
     assert (first_cached, again_cached) == (False, True)
-    assert CountingFeatures.calls == 3 and len(generated) == 1  # three batches, once
+    assert extractor.calls == 3 and len(generated) == 1  # three batches, once
     np.testing.assert_array_equal(first, again)
     for other in (ModelSamples("b" * 64, card, 9000, 6), ModelSamples("a" * 64, card, 9001, 6),
                   ModelSamples("a" * 64, {**card, "name": "other"}, 9000, 6), ModelSamples("a" * 64, card, 9000, 8),
                   ModelSamples("a" * 64, card, 9000, 6, probe="other outputs")):
-        assert not other.cached(CountingFeatures()), other  # another checkpoint, seed, card (sampler), count or outputs
-    assert not model_sample_features(ModelSamples("", card, 9000, 6), CountingFeatures(), images)[1]  # no hash: no cache
+        assert not other.cached(extractor), other  # another checkpoint, seed, card (sampler), count or outputs
+    assert not model_sample_features(ModelSamples("", card, 9000, 6), extractor, images)[1]  # no hash: no cache
 
 
 def test_an_artifacts_features_are_cached_by_its_images():
@@ -88,19 +94,12 @@ def test_an_artifacts_features_are_cached_by_its_images():
 
     from compressor.evaluate.features import image_features
 
-    class CountingFeatures:
-        name, sha256, dim = "counting", "1" * 64, 3
-        calls = 0
-
-        def __call__(self, images):
-            CountingFeatures.calls += 1
-            return images.mean(dim=(2, 3))
-
+    extractor = CountingFeatures()
     images = np.random.default_rng(0).random((6, 3, 4, 4), dtype=np.float32)
-    first, first_cached = image_features(CountingFeatures(), images, batch=2)
-    again, again_cached = image_features(CountingFeatures(), images.copy(), batch=2)
-    other, other_cached = image_features(CountingFeatures(), images[::-1], batch=2)
+    first, first_cached = image_features(extractor, images, batch=2)
+    again, again_cached = image_features(extractor, images.copy(), batch=2)
+    other, other_cached = image_features(extractor, images[::-1], batch=2)
     assert (first_cached, again_cached, other_cached) == (False, True, False)
-    assert CountingFeatures.calls == 6  # three batches for the first set, three for the other, none for the rerun
+    assert extractor.calls == 6  # three batches for the first set, three for the other, none for the rerun
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
