@@ -46,8 +46,8 @@ report-screenshot: install
 	$(PY) -m compressor.testing.chromium $(REPORT_HTML) $(SCREENSHOT) 1200 3600
 
 # `pip install .` into a second venv that already holds torch 2.14.1 (installed first, as a user's own torch would be),
-# then `compressor run` on the CPU target there; pyproject.toml's ranges only, not constraints.txt. 2 to 5 minutes
-# here; the venv (5.7 GB: a CUDA build of torch) is deleted at the end. See .ci/other-torch.
+# then `compressor run` on the CPU target there; pyproject.toml's ranges only, not constraints.txt. 98 to 276 s
+# measured here (quiet and busy); the venv (5.7 GB: a CUDA build of torch) is deleted at the end. See .ci/other-torch.
 test-other-torch:
 	PYTHON=$(PYTHON) bash .ci/other-torch
 

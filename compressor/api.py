@@ -31,7 +31,7 @@ from compressor.hostcpu import host_record
 from compressor.progress import StepListener
 from compressor.release.budgets import check_budgets
 from compressor.release.gallery import GALLERY_FILE, write_gallery
-from compressor.release.html_report import REPORT_HTML_FILE, write_html_report
+from compressor.release.html_report import REPORT_HTML_FILE, write_reports
 from compressor.release.manifest import (
     MANIFEST_FILE,
     SCHEMA_VERSION,
@@ -41,7 +41,7 @@ from compressor.release.manifest import (
     release_verdict,
     utc_now,
 )
-from compressor.release.report import REPORT_FILE, write_report
+from compressor.release.report import REPORT_FILE
 from compressor.release.student import write_student
 from compressor.runtimes import RUNTIMES, runtime_for
 from compressor.runtimes.base import Artifact, Runtime
@@ -217,14 +217,8 @@ def run(config: RunConfig, listener: StepListener | None = None) -> RunResult | 
         manifest.data["verdict"] = release_verdict(manifest.data["budgets"])
         manifest.data["finished_at"] = utc_now()
         manifest.write()
-        steps.run("report", lambda: _write_reports(manifest.data, work))
+        steps.run("report", lambda: write_reports(manifest.data, work))
     return RunResult(release_dir=release.final, manifest=manifest.data, report=release.final / REPORT_FILE)
-
-
-def _write_reports(manifest: dict[str, Any], folder: Path) -> None:
-    """report.md and, beside it, report.html (the same content with plots and the gallery embedded)."""
-    write_report(manifest, folder / REPORT_FILE)
-    write_html_report(manifest, folder / REPORT_HTML_FILE)
 
 
 def _run_stages_as_helper(config: RunConfig, resolved: ResolvedConfig, state_dir: Path) -> None:

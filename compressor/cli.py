@@ -114,20 +114,12 @@ FidWeights = Annotated[
 ]
 
 def _versions() -> str:
-    """'compressor 0.1.0 (torch 2.13.0, onnxruntime 1.31.1, python 3.11.9)', read from package metadata: importing
-    torch takes seconds."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
+    """'compressor 0.1.0 (torch 2.13.0, onnxruntime 1.31.1, python 3.11.9)': the manifest's record of versions, read
+    from package metadata (importing torch takes seconds)."""
+    from compressor.release.manifest import library_versions
 
-    from compressor import __version__
-
-    def installed(name: str) -> str:
-        try:
-            return f"{name} {version(name)}"
-        except PackageNotFoundError:
-            return f"{name} not installed"
-
-    return f"compressor {__version__} ({installed('torch')}, {installed('onnxruntime')}, python {platform.python_version()})"
+    found = library_versions()
+    return f"compressor {found['compressor']} (torch {found['torch']}, onnxruntime {found['onnxruntime']}, python {found['python']})"
 
 
 def _print_version(value: bool) -> None:

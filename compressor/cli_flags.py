@@ -29,14 +29,16 @@ def flag_sets(flags: Flags, target: str, profile: str | None, sets: list[str]) -
     """Each flag given -> the `--set key=value` entries it stands for. They apply after the user's own entries, and
     --dry-run prints this mapping beside the resolved config."""
     aliases: dict[str, list[str]] = {}
-    if flags.precision or flags.opset is not None:  # both depend on what the target and profile hold
-        from compressor.config import load_profile, load_target
+    if flags.precision or flags.opset is not None:
+        # Both depend on what the target and profile hold once the user's own --set entries are applied (a profile
+        # whose ptq stage --set dropped has no auto_precision to set).
+        from compressor.config import resolve
 
-        resolved = load_target(target)
+        resolved = resolve(target, profile, sets)
         if flags.precision:
-            aliases["--precision"] = _precision_sets(flags.precision, resolved, load_profile(profile or resolved.default_profile))
+            aliases["--precision"] = _precision_sets(flags.precision, resolved.target, resolved.profile)
         if flags.opset is not None:
-            aliases["--opset"] = [_opset_set(flags.opset, resolved)]
+            aliases["--opset"] = [_opset_set(flags.opset, resolved.target)]
     plain = {
         "--runs": ("target.benchmark.runs", flags.runs),
         "--warmup": ("target.benchmark.warmup", flags.warmup),
@@ -62,8 +64,8 @@ def _precision_sets(precision: str, target, profile) -> list[str]:
     quantizing = [stage.kind for stage in profile.stages if stage.quantizes]
     if precision in ("int8", "mixed"):
         if not quantizing:
-            raise UsageError(f"--precision {precision}: profile {profile.name} has no quantizing stage (ptq or qat); "
-                             "pick one that has, e.g. --profile balanced")
+            raise UsageError(f"--precision {precision}: profile {profile.name}, with the --set entries applied, has no "
+                             "quantizing stage (ptq or qat); keep its ptq stage or pick a profile that has one, e.g. balanced")
         if quantizing[0] != "ptq":  # qat quantizes every layer its rules leave; it has no auto mode
             if precision == "mixed":
                 raise UsageError(f"--precision mixed: the {quantizing[0]} stage has no auto_precision; use a ptq profile "

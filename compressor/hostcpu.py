@@ -21,23 +21,27 @@ KERNEL_FLAGS = (
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     """The int8-relevant flags of the first CPU listed (all cores of a machine share them)."""
-    flags = _first_field(cpuinfo, "flags")
-    return set(flags.split()) & set(INT8_FLAGS) if flags else set()
+    return set(kernel_flags(cpuinfo)) & set(INT8_FLAGS)
 
 
 def kernel_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
     """The KERNEL_FLAGS the first CPU listed has, in KERNEL_FLAGS' order (x86 `flags` or Arm `Features`)."""
-    found = set((_first_field(cpuinfo, "flags") or _first_field(cpuinfo, "Features") or "").split())
-    return [flag for flag in KERNEL_FLAGS if flag in found]
+    return _kernel_flags(_first_fields(cpuinfo))
 
 
 def host_record(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, object]:
     """The manifest's `host`: CPU model, its kernel-relevant flags, logical cores and those this process may use."""
     import os
 
+    fields = _first_fields(cpuinfo)
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu_model": cpu_model(cpuinfo), "cpu_flags": kernel_flags(cpuinfo), "cores": os.cpu_count(),
+    return {"cpu_model": _model(fields), "cpu_flags": _kernel_flags(fields), "cores": os.cpu_count(),
             "cores_usable": usable}
+
+
+def _kernel_flags(fields: dict[str, str]) -> list[str]:
+    found = set((fields.get("flags") or fields.get("Features") or "").split())
+    return [flag for flag in KERNEL_FLAGS if flag in found]
 
 
 def has_vnni(flags: set[str]) -> bool:
@@ -46,18 +50,28 @@ def has_vnni(flags: set[str]) -> bool:
 
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The CPU's model name ("AMD EPYC", ...), or the machine type where /proc/cpuinfo has none."""
+    return _model(_first_fields(cpuinfo))
+
+
+def _model(fields: dict[str, str]) -> str:
     import platform
 
-    return _first_field(cpuinfo, "model name") or platform.machine() or "unknown CPU"
+    return fields.get("model name") or platform.machine() or "unknown CPU"
 
 
-def _first_field(cpuinfo: Path, field: str) -> str | None:
-    """The value of the first `field : value` line of /proc/cpuinfo, or None (no such line, or no such file)."""
+def _first_fields(cpuinfo: Path) -> dict[str, str]:
+    """Each `field : value` of /proc/cpuinfo, its first value (the first CPU listed; all cores share them), read
+    once; empty where there is no such file."""
     try:
         text = cpuinfo.read_text()
     except OSError:
-        return None
-    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith(field)), None)
+        return {}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, colon, value = line.partition(":")
+        if colon:
+            fields.setdefault(key.strip(), value.strip())
+    return fields
 
 
 def cpu_description() -> str:

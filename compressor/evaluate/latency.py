@@ -14,7 +14,7 @@ import numpy as np
 # A timing is `noisy` when its p90 is more than twice its median: at least one run in ten took over twice the
 # typical time, which on a CPU means preemption, frequency changes or other load, not the model. Its median may
 # still be right, but comparisons with timings taken at another moment (int8 vs fp32, one release vs the last)
-# are not to be trusted. A quiet machine keeps p90 within ~1.3x of the median.
+# are not to be trusted.
 NOISY_P90_OVER_MEDIAN = 2.0
 
 

@@ -17,9 +17,8 @@ from typing import Any
 from compressor.errors import CompressorError, OutputError
 from compressor.files import sha256_file
 from compressor.release.budgets import Budgets, check_budgets, final_artifact
-from compressor.release.html_report import REPORT_HTML_FILE, write_html_report
+from compressor.release.html_report import write_reports
 from compressor.release.manifest import MANIFEST_FILE, Manifest, ReleaseFolder, read_manifest, release_verdict, utc_now
-from compressor.release.report import REPORT_FILE, write_report
 from compressor.runtimes.tensorrt import SPARSE_LAYERS
 from compressor.seeds import BENCHMARK_SEED_OFFSET
 
@@ -48,10 +47,9 @@ def build_release_engine(release: Path, timing_cache: Path | None = None) -> dic
         manifest["engine"] = _engine_record(engine, built, runtime.options.tensorrt_version)
         record["latency"] = latency
         manifest["budgets"] = check_budgets(manifest, Budgets.model_validate(manifest["config"]["profile"]["budgets"]))
-        manifest["verdict"], manifest["finished_at"] = release_verdict(manifest["budgets"]), utc_now()  # pending no more
+        manifest["verdict"] = release_verdict(manifest["budgets"])  # a pending latency budget is judged now
         Manifest(work / MANIFEST_FILE, manifest).write()
-        write_report(manifest, work / REPORT_FILE)
-        write_html_report(manifest, work / REPORT_HTML_FILE)
+        write_reports(manifest, work)
     return manifest
 
 
@@ -89,5 +87,6 @@ def _engine_record(engine: Path, built: dict[str, Any], target_version: str) -> 
         "file": engine.name, "sha256": sha256_file(engine), "bytes": engine.stat().st_size,
         "device": built["device"], "tensorrt_version": built["tensorrt_version"],
         "target_tensorrt_version": target_version, "version_mismatch": mismatch,
+        "built_at": utc_now(),  # the run's own started_at/finished_at stay the host's; this is the device's moment
         "build_seconds": built["build_seconds"], "precision_counts": built["precision_counts"], "layers": built["layers"],
     }

@@ -19,15 +19,19 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from compressor.evaluate.latency import NOISY_P90_OVER_MEDIAN
 from compressor.release import plots
 from compressor.release.budgets import final_artifact, limit_text, value_text, verdict
 from compressor.release.report import (
+    REPORT_FILE,
     gallery_diff_text,
     host_text,
+    psnr_text,
     release_verdict_of,
     report_warnings,
     run_times_text,
     sample_psnr_texts,
+    write_report,
 )
 
 REPORT_HTML_FILE = "report.html"
@@ -53,6 +57,12 @@ td.pass, td.fail, td.pending { color: white; font-weight: bold; }
 .warnings { background: #fff8c5; border: 1px solid #d4a72c; padding: 8px 16px; border-radius: 6px; }
 .meta { color: #57606a; }
 """
+
+
+def write_reports(manifest: Manifest, folder: Path) -> None:
+    """report.md and, beside it, report.html: what `compressor run` and `build-engine` write at the end."""
+    write_report(manifest, Path(folder) / REPORT_FILE)
+    write_html_report(manifest, Path(folder) / REPORT_HTML_FILE)
 
 
 def write_html_report(manifest: Manifest, path: Path, images_dir: Path | None = None) -> Path:
@@ -122,12 +132,12 @@ def _artifacts(manifest: Manifest) -> str:
 def _artifact_row(name: str, record: dict[str, Any]) -> list[str]:
     quality = record.get("quality") or {}
     parity = record.get("parity")
-    parity_text = "not checked" if not parity else f"{'pass' if parity['ok'] else 'FAIL'}: {_db(parity['psnr_db'])}"
+    parity_text = "not checked" if not parity else f"{'pass' if parity['ok'] else 'FAIL'}: {psnr_text(parity['psnr_db'])}"
     relative = record.get("latency_vs_fp32")
     return [
         f"<code>{escape(name)}</code>", escape(record.get("role", "-")), escape(record.get("precision", "-")),
         f"{record['bytes'] / 1e6:.2f} MB", escape(parity_text),
-        _db(quality["psnr_db"]) if "psnr_db" in quality else "-",
+        psnr_text(quality["psnr_db"]) if "psnr_db" in quality else "-",
         f"{quality['ssim']:.4f}" if "ssim" in quality else "-",
         escape(_distances(quality)), _latency_cell(record.get("latency") or {}),
         f"{relative['ratio']:.2f}x at batch {relative['batch']}" if relative else "-",
@@ -158,7 +168,7 @@ def _plots(manifest: Manifest) -> str:
     latency = plots.latency_plot(manifest)
     if latency:
         parts.append("<h2>Latency per batch size</h2>\n<p>Median of the timed runs after warm-up; whiskers from p10 to p90. "
-                     "A red ring marks a <span class=\"noisy\">noisy</span> timing (p90 over twice the median): the "
+                     f"A red ring marks a <span class=\"noisy\">noisy</span> timing (p90 over {NOISY_P90_OVER_MEDIAN:g}x the median): the "
                      "machine was busy, do not compare it with other timings.</p>\n" + _image(latency, "latency per batch size"))
     quality = plots.quality_size_plot(manifest)
     if quality:
@@ -198,7 +208,7 @@ def _sample_psnr_table(gallery: dict[str, Any]) -> str:
     if not texts:
         return ""
     values = [math.inf if value is None else value for value in gallery["psnr_db"]]
-    worst = values.index(min(values))
+    worst = values.index(min(values)) if min(values) < math.inf else None  # all identical: no worst to mark
     cells = [f"<b>{escape(text)}</b>" if index == worst else escape(text) for index, text in enumerate(texts)]
     return ("<p>PSNR per sample (dB, worst in bold):</p>\n"
             + _table(["sample", *map(str, range(1, len(texts) + 1))], [["PSNR dB", *cells]]))
@@ -247,5 +257,4 @@ def _read_png(folder: Path, name: str | None) -> bytes | None:
     return path.read_bytes() if path.is_file() else None
 
 
-def _db(value: float) -> str:
-    return "identical" if math.isinf(value) else f"{value:.1f} dB"
+

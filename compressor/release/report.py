@@ -4,6 +4,7 @@ manifest; the helpers that both reports need (verdict, host, warnings) live here
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -73,10 +74,13 @@ def report_warnings(manifest: Manifest) -> list[str]:
     too noisy to trust, and compressed artifacts slower than their baseline."""
     warnings = list((manifest.get("quality_reference") or {}).get("warnings", []))
     for name, record in manifest.get("artifacts", {}).items():
-        for batch, stats in ((record.get("latency") or {}).get("batches") or {}).items():
-            if stats.get("noisy"):
-                why = stats.get("noisy_reason", "p90 far above the median")
-                warnings.append(f"{name} latency at batch {batch} is noisy: {why}")
+        latency = record.get("latency") or {}
+        timings = {f"batch {batch}": stats for batch, stats in (latency.get("batches") or {}).items()}
+        if "per_image" in latency:
+            timings["one image"] = latency["per_image"]
+        for where, stats in timings.items():
+            if stats.get("noisy"):  # summarize() gives every noisy timing its reason
+                warnings.append(f"{name} latency at {where} is noisy: {stats['noisy_reason']}")
         relative = record.get("latency_vs_fp32")
         if relative and relative["ratio"] > 1:
             warnings.append(f"{name} is {relative['ratio']:.2f}x slower than the baseline at batch {relative['batch']}")
@@ -178,9 +182,14 @@ def gallery_diff_text(gallery: dict[str, Any]) -> str:
             f"(black = identical, brightest = {gallery['diff_max']:.3g})")
 
 
+def psnr_text(value: float | None, unit: str = " dB") -> str:
+    """'45.3 dB', or 'identical' for an infinite PSNR (the gallery records it as None: JSON has no infinity)."""
+    return "identical" if value is None or math.isinf(value) else f"{value:.1f}{unit}"
+
+
 def sample_psnr_texts(gallery: dict[str, Any]) -> list[str]:
-    """Each gallery sample's PSNR as text ('identical' where it is infinite, recorded as None)."""
-    return ["identical" if value is None else f"{value:.1f}" for value in gallery.get("psnr_db", [])]
+    """Each gallery sample's PSNR as text, without the unit (a table's header gives it)."""
+    return [psnr_text(value, unit="") for value in gallery.get("psnr_db", [])]
 
 
 def _input_model(manifest: Manifest) -> str:

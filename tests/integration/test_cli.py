@@ -167,15 +167,19 @@ def test_listing_commands(capsys, monkeypatch, args, expected):
 @pytest.mark.parametrize("command", [[], ["run"], ["gate"], ["fid-stats"], ["sensitivity"], ["targets"], ["targets", "show"]])
 def test_short_help_on_every_command(capsys, monkeypatch, command):
     rc, out, _ = cli(capsys, monkeypatch, *command, "-h")
-    assert rc == 0 and "Usage: compressor" in out and "-h" in out
+    assert rc == 0 and "Usage: compressor" in out
+    assert re.search(r"--help +-h ", out)  # listed as the short name of --help, not merely a substring of it
 
 
 def test_version_names_compressor_and_its_runtimes(capsys, monkeypatch):
+    from importlib.metadata import version
+
     from compressor import __version__
 
     for flag in ("--version", "-V"):
         rc, out, _ = cli(capsys, monkeypatch, flag)
-        assert rc == 0 and out.startswith(f"compressor {__version__} (torch ") and "onnxruntime" in out
+        assert rc == 0 and out.startswith(f"compressor {__version__} (torch {version('torch')}, ")
+        assert f"onnxruntime {version('onnxruntime')}" in out
 
 
 def test_version_does_not_load_torch():
@@ -374,3 +378,11 @@ def test_interrupting_a_real_run_leaves_previous_release_untouched(tmp_path, gen
         proc.wait()
     assert {p.name: p.read_bytes() for p in release.iterdir()} == before
     assert sorted(os.listdir(out)) == ["cpu-x86"]
+
+
+def test_precision_applies_to_the_profile_as_the_users_set_entries_left_it(capsys, monkeypatch, generator_folder):
+    """--precision reads the profile after --set: with its ptq stage dropped there is nothing to make mixed, and the
+    error says that, not that a key the user never typed is unknown."""
+    rc, _, err = cli(capsys, monkeypatch, "run", generator_folder, "--dry-run", "--set", "stages.ptq=null",
+                     "--precision", "mixed")
+    assert rc == 2 and "with the --set entries applied, has no quantizing stage" in _one_line_error(err)

@@ -99,7 +99,8 @@ def test_build_engine_adds_engine_and_latency_then_the_budget_is_judged(release,
     saved = json.loads((copy / "manifest.json").read_text())
     assert saved["engine"]["file"] == "model.engine" and "## Engine" in (copy / "report.md").read_text()
     assert result.manifest["verdict"] == "pending" and saved["verdict"] == "pass"  # the latency budget is judged now
-    assert saved["finished_at"] >= result.manifest["finished_at"] and 'class="badge pass"' in (copy / "report.html").read_text()
+    assert saved["finished_at"] == result.manifest["finished_at"] and saved["engine"]["built_at"] >= saved["finished_at"]
+    assert 'class="badge pass"' in (copy / "report.html").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["jetson-orin"]  # no partial folder left behind
 
 

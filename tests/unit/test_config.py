@@ -160,7 +160,7 @@ def test_yaml_on_off_are_read_as_fid_modes():
     assert resolve("cpu", None, ["quality.fid=on"]).profile.quality.fid == "on"
 
 
-def test_gate_names_the_budgets_it_knows():
+def test_an_unknown_budget_lists_the_known_ones():
     from compressor.release.gate import budgets_with_overrides
 
     with pytest.raises(UsageError, match="unknown key 'foo' under profile.budgets; known: fd_surrogate, fid, latency_ms"):
